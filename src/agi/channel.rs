@@ -1,0 +1,247 @@
+//! The AGI channel: a reader thread turns stdin into lines on a crossbeam channel, and
+//! [`Agi`] on the controller thread writes one command, then waits for its reply, with a
+//! deadline, while watching for SIGHUP. Only [`AgiWriter`] touches stdout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{after, never, select, unbounded, Receiver};
+
+use super::reply::{Parsed, ReplyParser};
+use super::{AgiError, AgiHeader, Command, Reply};
+
+/// Lines longer than this are cut (Asterisk never sends one; garbage might).
+pub const MAX_LINE_IN: usize = 64 * 1024;
+
+/// What the stdin reader thread delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineEvent {
+    /// One line without its `\n` (invalid UTF-8 replaced).
+    Line(String),
+    /// stdin reached end of file.
+    Eof,
+    /// Reading stdin failed.
+    Error(String),
+}
+
+/// Starts the stdin reader thread. It ends at EOF, on an error, or when the receiver is gone;
+/// it is never joined (a blocked read on a pipe Asterisk keeps open would never return).
+pub fn spawn_line_reader<R: Read + Send + 'static>(input: R) -> Receiver<LineEvent> {
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new()
+        .name("agi-reader".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(input);
+            let mut buf = Vec::with_capacity(256);
+            loop {
+                buf.clear();
+                let ev = match read_line_capped(&mut reader, &mut buf) {
+                    Ok(0) => LineEvent::Eof,
+                    Ok(_) => {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        LineEvent::Line(String::from_utf8_lossy(&buf).into_owned())
+                    }
+                    Err(e) => LineEvent::Error(e.to_string()),
+                };
+                let end = !matches!(ev, LineEvent::Line(_));
+                if tx.send(ev).is_err() || end {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the agi-reader thread");
+    rx
+}
+
+/// Reads one line of at most [`MAX_LINE_IN`] bytes; the rest of an over-long line is skipped.
+fn read_line_capped<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let n = r.by_ref().take(MAX_LINE_IN as u64).read_until(b'\n', buf)?;
+    if n == MAX_LINE_IN && buf.last() != Some(&b'\n') {
+        let mut skip = Vec::new();
+        loop {
+            skip.clear();
+            let m = r.by_ref().take(MAX_LINE_IN as u64).read_until(b'\n', &mut skip)?;
+            if m == 0 || skip.last() == Some(&b'\n') {
+                break;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Writes commands to stdout: one `write_all` of the whole line, then a flush.
+pub struct AgiWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> AgiWriter<W> {
+    pub fn new(out: W) -> Self {
+        AgiWriter { out }
+    }
+
+    /// Sends one command. EPIPE (the host closed stdout) is an error, never a panic.
+    pub fn send(&mut self, cmd: &Command) -> Result<(), AgiError> {
+        let line = cmd.to_string();
+        let res = self
+            .out
+            .write_all(line.as_bytes())
+            .and_then(|_| self.out.flush());
+        res.map_err(|source| AgiError::Write {
+            command: line.trim_end().to_string(),
+            source,
+        })
+    }
+}
+
+/// A log of the dialogue, for the per-call log.
+pub type Trace = Vec<String>;
+
+/// The controller's side of the protocol: strict lock-step with deadlines.
+pub struct Agi<W: Write> {
+    writer: AgiWriter<W>,
+    lines: Receiver<LineEvent>,
+    hangups: Receiver<i32>,
+    parser: ReplyParser,
+    hung_up: bool,
+    signal: Option<i32>,
+    /// Lines that arrived when no reply was awaited, or were no reply at all.
+    pub stray: Vec<String>,
+}
+
+/// How long a reply may take once the channel has hung up (Asterisk answers at once then).
+pub const DEAD_REPLY_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl<W: Write> Agi<W> {
+    pub fn new(out: W, lines: Receiver<LineEvent>, hangups: Receiver<i32>) -> Self {
+        Agi {
+            writer: AgiWriter::new(out),
+            lines,
+            hangups,
+            parser: ReplyParser::default(),
+            hung_up: false,
+            signal: None,
+            stray: Vec::new(),
+        }
+    }
+
+    /// True once SIGHUP arrived or a reply said the channel is dead.
+    pub fn hung_up(&self) -> bool {
+        self.hung_up
+    }
+
+    /// Records a signal the controller received (SIGHUP means hangup; any signal ends the call).
+    pub fn on_signal(&mut self, sig: Option<i32>) {
+        self.hung_up = true;
+        if self.signal.is_none() || sig == Some(libc::SIGHUP) {
+            self.signal = sig;
+        }
+    }
+
+    /// The signal that ended the call, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.signal
+    }
+
+    /// The receiver of raw lines, for a controller that `select!`s while a command runs.
+    pub fn lines(&self) -> &Receiver<LineEvent> {
+        &self.lines
+    }
+
+    /// The signal receiver (SIGHUP, SIGTERM, SIGINT numbers).
+    pub fn hangups(&self) -> &Receiver<i32> {
+        &self.hangups
+    }
+
+    /// Reads the environment header: lines up to the empty line, with a deadline. A malformed
+    /// line does not stop the reading (the host still waits for commands after the empty
+    /// line); the first such error comes back beside the header.
+    pub fn read_header(&mut self, timeout: Duration) -> Result<(AgiHeader, Option<AgiError>), AgiError> {
+        let deadline = Instant::now() + timeout;
+        let mut header = AgiHeader::default();
+        let mut first_error = None;
+        let mut n = 0usize;
+        loop {
+            let ev = select! {
+                recv(self.lines) -> ev => ev.unwrap_or(LineEvent::Eof),
+                recv(self.hangups) -> sig => { self.on_signal(sig.ok()); continue; }
+                recv(after(deadline.saturating_duration_since(Instant::now()))) -> _ => {
+                    return Err(AgiError::HeaderTimeout(timeout));
+                }
+            };
+            match ev {
+                LineEvent::Line(l) => {
+                    n += 1;
+                    if l.strip_suffix('\r').unwrap_or(&l).is_empty() {
+                        return Ok((header, first_error));
+                    }
+                    if let Err(e) = header.push_line(n, &l) {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                LineEvent::Eof | LineEvent::Error(_) => return Err(AgiError::HeaderEof(n)),
+            }
+        }
+    }
+
+    /// Writes a command without waiting (the reply is read with [`Agi::next_reply`]).
+    pub fn send(&mut self, cmd: &Command) -> Result<(), AgiError> {
+        self.writer.send(cmd)
+    }
+
+    /// Feeds one raw line; returns a reply when the line completes one.
+    pub fn feed_line(&mut self, line: &str) -> Option<Reply> {
+        match self.parser.feed(line) {
+            Parsed::Reply(r) => {
+                if r.is_hangup() {
+                    self.hung_up = true;
+                }
+                Some(r)
+            }
+            Parsed::Pending => None,
+            Parsed::Stray(s) => {
+                self.stray.push(s);
+                None
+            }
+        }
+    }
+
+    /// Waits for the next complete reply until `deadline`. SIGHUP meanwhile shortens the wait
+    /// to [`DEAD_REPLY_TIMEOUT`] (Asterisk answers a running command at once on hangup).
+    pub fn next_reply(&mut self, command: &str, deadline: Instant) -> Result<Reply, AgiError> {
+        let started = Instant::now();
+        let mut deadline = deadline;
+        if self.hung_up {
+            deadline = deadline.min(started + DEAD_REPLY_TIMEOUT);
+        }
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let hangups = if self.hung_up { never() } else { self.hangups.clone() };
+            select! {
+                recv(self.lines) -> ev => match ev.unwrap_or(LineEvent::Eof) {
+                    LineEvent::Line(l) => {
+                        if let Some(r) = self.feed_line(&l) {
+                            return Ok(r);
+                        }
+                    }
+                    LineEvent::Eof | LineEvent::Error(_) => return Err(AgiError::Eof(command.to_string())),
+                },
+                recv(hangups) -> sig => {
+                    self.on_signal(sig.ok());
+                    deadline = deadline.min(Instant::now() + DEAD_REPLY_TIMEOUT);
+                }
+                recv(after(wait)) -> _ => {
+                    return Err(AgiError::Timeout { command: command.to_string(), after: started.elapsed() });
+                }
+            }
+        }
+    }
+
+    /// One command, then its reply, within `timeout`.
+    pub fn call(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, AgiError> {
+        self.send(cmd)?;
+        let name = cmd.to_string();
+        self.next_reply(name.trim_end(), Instant::now() + timeout)
+    }
+}

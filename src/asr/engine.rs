@@ -1,0 +1,200 @@
+//! The Vosk engine: one model, one recognizer, fed in fixed-size blocks so results do not
+//! depend on how audio happened to arrive (`research/vosk-0.3.45.md` §11). Used by the
+//! recognizer thread and by the direct-libvosk baseline (`asr_bridge transcribe`), which must
+//! therefore share this code exactly. Results are copied into owned types at once.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use vosk::{DecodingState, Model, Recognizer};
+
+use super::{AsrError, ModelInfo};
+use crate::audio::resample::Resampler;
+
+/// Block length fed to libvosk, in milliseconds of audio.
+pub const BLOCK_MS: u32 = 100;
+
+/// Samples per block at `rate`.
+pub fn block_len(rate: u32) -> usize {
+    (rate * BLOCK_MS / 1000) as usize
+}
+
+/// Silences libvosk/Kaldi logging entirely (level -3; the vosk crate stops at -2).
+/// Must run before the model loads; the level is process-global.
+pub fn silence_vosk_logs() {
+    // SAFETY: vosk_set_log_level only stores an int in Kaldi's global verbosity.
+    unsafe { vosk_sys::vosk_set_log_level(-3) };
+}
+
+/// Loads the model, timing it. Call [`super::model::inspect`] first.
+pub fn load_model(info: &ModelInfo) -> Result<(Model, Duration), AsrError> {
+    silence_vosk_logs();
+    let t = Instant::now();
+    let dir = info.dir.display().to_string();
+    let model = Model::new(dir.clone()).ok_or(AsrError::ModelLoad(dir))?;
+    Ok((model, t.elapsed()))
+}
+
+/// One recognized word.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WordInfo {
+    pub word: String,
+    /// Kaldi's MBR posterior for the word, 0-1.
+    pub conf: f32,
+    /// Seconds from the start of the audio fed.
+    pub start: f32,
+    pub end: f32,
+}
+
+/// The final transcript of one utterance (possibly several Vosk segments joined).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Transcript {
+    pub text: String,
+    pub words: Vec<WordInfo>,
+}
+
+impl Transcript {
+    /// Mean word confidence (the published `ASR_CONFIDENCE`), `None` without words.
+    pub fn confidence(&self) -> Option<f32> {
+        if self.words.is_empty() {
+            return None;
+        }
+        Some(self.words.iter().map(|w| w.conf).sum::<f32>() / self.words.len() as f32)
+    }
+
+    fn append(&mut self, text: &str, words: Vec<WordInfo>) {
+        let text = text.trim();
+        if !text.is_empty() {
+            if !self.text.is_empty() {
+                self.text.push(' ');
+            }
+            self.text.push_str(text);
+        }
+        self.words.extend(words);
+    }
+}
+
+/// A recognizer over a loaded model, with the block accumulator and optional resampler.
+pub struct Engine {
+    rec: Recognizer,
+    rate: u32,
+    resampler: Option<Resampler>,
+    resampled: Vec<i16>,
+    transcript: Transcript,
+    blocks: u64,
+}
+
+impl Engine {
+    /// A recognizer for audio at `audio_rate`; resamples when the model cannot take it.
+    pub fn new(model: &Model, info: &ModelInfo, audio_rate: u32) -> Result<Engine, AsrError> {
+        let (feed_rate, resample) = info.feed_rate(audio_rate);
+        let mut rec = Recognizer::new(model, feed_rate as f32).ok_or_else(|| AsrError::Recognizer {
+            dir: info.dir.display().to_string(),
+            rate: feed_rate,
+        })?;
+        rec.set_words(true);
+        let resampler = if resample {
+            Some(Resampler::new(audio_rate, feed_rate, block_len(audio_rate))?)
+        } else {
+            None
+        };
+        Ok(Engine {
+            rec,
+            rate: audio_rate,
+            resampler,
+            resampled: Vec::new(),
+            transcript: Transcript::default(),
+            blocks: 0,
+        })
+    }
+
+    /// The audio rate blocks are given in.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// True when the bridge resamples before libvosk.
+    pub fn resampling(&self) -> bool {
+        self.resampler.is_some()
+    }
+
+    /// Blocks fed so far.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Feeds one block (a full [`block_len`] block, or a shorter last one). When libvosk's
+    /// own endpoint closes a segment, its text is kept and decoding goes on.
+    pub fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        self.blocks += 1;
+        let state = match self.resampler.as_mut() {
+            Some(r) => {
+                self.resampled.clear();
+                if block.len() == r.block() {
+                    r.process(block, &mut self.resampled);
+                } else {
+                    let mut padded = block.to_vec();
+                    padded.resize(r.block(), 0);
+                    r.process(&padded, &mut self.resampled);
+                    let keep = self.resampled.len() * block.len() / r.block();
+                    self.resampled.truncate(keep);
+                }
+                self.rec.accept_waveform(&self.resampled)
+            }
+            None => self.rec.accept_waveform(block),
+        };
+        match state {
+            Ok(DecodingState::Finalized) => {
+                self.take_segment(false);
+                Ok(())
+            }
+            Ok(DecodingState::Running) => Ok(()),
+            Ok(DecodingState::Failed) => Err(AsrError::Decode {
+                rate: self.rate,
+                reason: "accept_waveform returned -1 (sample-rate mismatch with the model?)".into(),
+            }),
+            Err(e) => Err(AsrError::Decode {
+                rate: self.rate,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn take_segment(&mut self, last: bool) {
+        let res = if last { self.rec.final_result() } else { self.rec.result() };
+        if let Some(single) = res.single() {
+            let words = single
+                .result
+                .iter()
+                .map(|w| WordInfo {
+                    word: w.word.to_string(),
+                    conf: w.conf,
+                    start: w.start,
+                    end: w.end,
+                })
+                .collect();
+            let text = single.text.to_string();
+            self.transcript.append(&text, words);
+        }
+    }
+
+    /// Flushes libvosk and returns everything recognized.
+    pub fn finish(mut self) -> Transcript {
+        self.take_segment(true);
+        self.transcript
+    }
+
+    /// The text of the segments libvosk has closed so far.
+    pub fn closed_text(&self) -> &str {
+        &self.transcript.text
+    }
+}
+
+/// The direct-libvosk baseline: the same engine and blocks, no ring, no threads, no AGI.
+pub fn transcribe_samples(model: &Model, info: &ModelInfo, rate: u32, samples: &[i16]) -> Result<Transcript, AsrError> {
+    let mut engine = Engine::new(model, info, rate)?;
+    for block in samples.chunks(block_len(rate)) {
+        engine.accept(block)?;
+    }
+    Ok(engine.finish())
+}

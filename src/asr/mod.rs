@@ -1,0 +1,45 @@
+//! Recognition: model checks before loading, the Vosk engine, end-of-speech logic, and the
+//! recognizer thread that joins them to the audio ring.
+
+pub mod endpoint;
+pub mod engine;
+pub mod model;
+pub mod recognizer;
+
+pub use engine::{Engine, Transcript};
+pub use model::ModelInfo;
+
+/// Errors at the recognizer boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    /// The model directory does not exist.
+    #[error("model directory {0} does not exist (set --model or ASR_BRIDGE_MODEL)")]
+    ModelMissing(String),
+    /// The path is not a directory.
+    #[error("model path {0} is not a directory")]
+    ModelNotDir(String),
+    /// A file the model needs is missing, empty or unreadable.
+    #[error("model {dir} is incomplete: {what}")]
+    ModelIncomplete { dir: String, what: String },
+    /// libvosk refused to load the model.
+    #[error("libvosk could not load the model in {0} (files present but unreadable by Kaldi: truncated or corrupt?)")]
+    ModelLoad(String),
+    /// The model took too long to load.
+    #[error("model did not load within {0:?}")]
+    LoadTimeout(std::time::Duration),
+    /// libvosk refused to create a recognizer.
+    #[error("libvosk could not create a recognizer at {rate} Hz for {dir}")]
+    Recognizer { dir: String, rate: u32 },
+    /// libvosk rejected audio (a sample-rate mismatch makes every chunk fail).
+    #[error("libvosk rejected audio at {rate} Hz: {reason}")]
+    Decode { rate: u32, reason: String },
+    /// Writing the `--record` file failed.
+    #[error("recording to {path}: {reason}")]
+    Record { path: String, reason: String },
+    /// The recognizer thread panicked; the message is kept.
+    #[error("recognizer thread panicked: {0}")]
+    Panic(String),
+    /// Audio setup failed inside the recognizer.
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
+}

@@ -1,0 +1,21 @@
+//! asr_bridge: offline speech recognition for the Asterisk dialplan.
+//!
+//! Asterisk starts the binary per call with `EAGI(asr_bridge,...)`. The caller's audio arrives
+//! on fd 3 and is read by a real-time thread into a lock-free ring ([`audio`]); a recognizer
+//! thread feeds it to Vosk and decides when the caller has finished ([`asr`]); the main thread
+//! speaks AGI on stdin/stdout ([`agi`]) and runs the call ([`session`]). [`sim`] is a simulated
+//! Asterisk host that drives the real binary for tests, demos and benchmarks.
+//!
+//! stdout is the AGI channel: nothing in this library prints to it.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::print_stdout)]
+
+pub mod agi;
+pub mod asr;
+pub mod audio;
+pub mod config;
+pub mod log;
+pub mod session;
+pub mod sim;

@@ -1,0 +1,50 @@
+//! Logging: human lines on stderr, which the controller points at the `--log` file (or
+//! /dev/null) before libvosk loads, so nothing ever reaches the AGI channel on stdout; and the
+//! per-call JSON line appended to `--json-log`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Writes one log line to stderr with a timestamp and the pid.
+#[macro_export]
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("{}.{:03} asr_bridge[{}]: {}\n", now.as_secs(), now.subsec_millis(), std::process::id(), format_args!($($arg)*)),
+        );
+    }};
+}
+
+/// Points fd 2 at `path` (appending), or at /dev/null without one. libvosk and Kaldi write to
+/// std::cerr; an AGI child inherits Asterisk's stderr, which may be the Asterisk console.
+pub fn redirect_stderr(path: Option<&Path>) -> std::io::Result<()> {
+    let file = match path {
+        Some(p) => OpenOptions::new().create(true).append(true).open(p)?,
+        None => OpenOptions::new().write(true).open("/dev/null")?,
+    };
+    nix::unistd::dup2(file.as_raw_fd(), 2).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Appends one JSON line to `path`.
+pub fn append_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(line.as_bytes())
+}
+
+/// CPU seconds (user + system) and peak RSS in KiB of this process.
+pub fn rusage() -> (f64, u64) {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            (tv(u.user_time()) + tv(u.system_time()), u.max_rss() as u64)
+        }
+        Err(_) => (0.0, 0),
+    }
+}

@@ -1,0 +1,57 @@
+//! `asr_bridge`: parse, run, exit. Without a subcommand it is the EAGI program Asterisk
+//! starts; `simulate` runs a call through the simulated host, `transcribe` is the direct
+//! libvosk baseline.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crossbeam_channel::unbounded;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+fn main() -> ExitCode {
+    let t0 = Instant::now();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("simulate") => {
+            args.remove(0);
+            return asr_bridge::sim::cli::main(args);
+        }
+        Some("transcribe") => {
+            args.remove(0);
+            return asr_bridge::sim::transcribe::main(args);
+        }
+        Some("-h" | "--help" | "-V" | "--version") => {
+            // Only a person types this: clap prints help or the version and exits.
+            let _ = asr_bridge::config::CallArgs::parse_from_args(args).map_err(|e| e.exit());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    // Look at fd 3 before anything opens a descriptor that could take the number 3.
+    let fd3 = asr_bridge::audio::reader::check_audio_fd(asr_bridge::audio::EAGI_AUDIO_FD);
+    // SIGHUP kills an AGI child that has no handler: catch it before anything else.
+    let (sig_tx, sig_rx) = unbounded();
+    match signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]) {
+        Ok(mut signals) => {
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    for s in signals.forever() {
+                        if sig_tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawning the signal thread");
+        }
+        Err(e) => eprintln!("asr_bridge: cannot install signal handlers: {e}"),
+    }
+    let lines = asr_bridge::agi::spawn_line_reader(std::io::stdin());
+    let code = asr_bridge::session::run_eagi(args, t0, fd3, std::io::stdout(), lines, sig_rx);
+    let _ = std::io::stdout().flush();
+    // _exit: libvosk's C++ static destructors must not run while the recognizer thread may
+    // still be inside libvosk (a hangup during model load), and the fd 3 reader is never joined.
+    // SAFETY: _exit ends the process at once; stdout was flushed above, nothing else is owed.
+    unsafe { libc::_exit(code) }
+}

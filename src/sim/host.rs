@@ -1,0 +1,620 @@
+//! The host's event loop: one thread, `poll(2)` on the child's stdout with the next audio
+//! frame, timer or hangup as the timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command as Proc, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::agi::command::parse_args;
+
+/// What the caller sends once the WAV has been played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// 20 ms frames of digital silence, as an RTP trunk without DTX sends.
+    Silence,
+    /// No frames at all, as a silent Local channel or a DTX trunk (fd 3 stays empty).
+    Nothing,
+}
+
+/// One simulated call.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The bridge executable and its dialplan arguments.
+    pub bridge: PathBuf,
+    pub bridge_args: Vec<String>,
+    /// The caller's audio (mono 16-bit) and its rate.
+    pub samples: Vec<i16>,
+    pub rate: u32,
+    /// Silence before the caller's audio starts (frames of zeros).
+    pub lead_silence: Duration,
+    /// What follows the audio.
+    pub tail: Tail,
+    /// 1.0 is real time; 4.0 plays four times faster (all host timers scale with it).
+    pub speed: f64,
+    /// Call-time of the hangup (SIGHUP), if any.
+    pub hangup_at: Option<Duration>,
+    /// DTMF keys pressed at call-times.
+    pub dtmf: Vec<(Duration, char)>,
+    /// Start as plain AGI: no fd 3, `agi_enhanced: 0.0`.
+    pub plain_agi: bool,
+    /// Close fd 3's write end at this call-time (the host going away).
+    pub close_audio_at: Option<Duration>,
+    /// Channel variables GET VARIABLE returns (e.g. EAGI_AUDIO_FORMAT).
+    pub channel_vars: HashMap<String, String>,
+    /// Sound files STREAM FILE knows, with their durations; others answer `-1 endpos=0`.
+    pub sounds: HashMap<String, Duration>,
+    /// Replace the header with these exact bytes (fault tests).
+    pub raw_header: Option<Vec<u8>>,
+    /// Extra environment for the child.
+    pub env: Vec<(String, String)>,
+    /// Where the child's stderr goes (None: /dev/null).
+    pub child_stderr: Option<PathBuf>,
+    /// Save every byte written to fd 3 here.
+    pub audio_out: Option<PathBuf>,
+    /// Record when the frame holding this second of the WAV was written.
+    pub mark_s: Option<f64>,
+    /// Kill the child with SIGKILL after this wall time.
+    pub max_wall: Duration,
+    /// Print the dialogue as it happens.
+    pub echo: bool,
+    /// Reply to nothing after this many commands (a host that stops answering).
+    pub stop_replying_after: Option<usize>,
+}
+
+impl SimOptions {
+    pub fn new(bridge: PathBuf, samples: Vec<i16>, rate: u32) -> Self {
+        SimOptions {
+            bridge,
+            bridge_args: Vec::new(),
+            samples,
+            rate,
+            lead_silence: Duration::ZERO,
+            tail: Tail::Silence,
+            speed: 1.0,
+            hangup_at: None,
+            dtmf: Vec::new(),
+            plain_agi: false,
+            close_audio_at: None,
+            channel_vars: HashMap::new(),
+            sounds: HashMap::new(),
+            raw_header: None,
+            env: Vec::new(),
+            child_stderr: None,
+            audio_out: None,
+            mark_s: None,
+            max_wall: Duration::from_secs(60),
+            echo: false,
+            stop_replying_after: None,
+        }
+    }
+}
+
+/// Direction of a dialogue line, as `agi set debug on` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Dir {
+    /// Host to child (stdin).
+    Tx,
+    /// Child to host (stdout).
+    Rx,
+    /// A host event (hangup, DTMF, ...).
+    Event,
+}
+
+/// One line of the dialogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct DialogueLine {
+    pub t_ms: f64,
+    pub dir: Dir,
+    pub text: String,
+}
+
+/// Everything the host saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimResult {
+    pub dialogue: Vec<DialogueLine>,
+    /// Variables set, last value wins.
+    pub vars: BTreeMap<String, String>,
+    /// Wall ms (from spawn) when each variable was last set.
+    pub var_times: BTreeMap<String, f64>,
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+    pub agistatus: String,
+    /// Wall ms from spawn to exit.
+    pub child_ms: f64,
+    pub hangup_ms: Option<f64>,
+    /// Wall ms from hangup to the child's exit.
+    pub exit_after_hangup_ms: Option<f64>,
+    pub frames_written: u64,
+    pub frames_dropped: u64,
+    pub audio_bytes_written: u64,
+    pub first_frame_ms: Option<f64>,
+    pub mark_written_ms: Option<f64>,
+    /// The child had to be killed (it hung).
+    pub killed: bool,
+    /// Commands the child sent.
+    pub commands: usize,
+}
+
+enum Running {
+    StreamFile { ends: Instant, started: Instant, rate: u32 },
+    WaitForDigit { ends: Option<Instant> },
+}
+
+/// Commands Asterisk still runs on a dead channel (`res_agi.c` command table).
+fn allowed_dead(words: &[String]) -> bool {
+    let w: Vec<String> = words.iter().take(2).map(|s| s.to_ascii_uppercase()).collect();
+    let first = w.first().map(String::as_str).unwrap_or("");
+    let two = w.join(" ");
+    matches!(first, "EXEC" | "NOOP" | "VERBOSE" | "DATABASE")
+        || matches!(
+            two.as_str(),
+            "GET VARIABLE" | "GET FULL" | "SET VARIABLE" | "ASYNCAGI BREAK" | "SPEECH DESTROY" | "SPEECH UNLOAD"
+        )
+}
+
+struct Host {
+    opts: SimOptions,
+    start: Instant,
+    stdin: std::process::ChildStdin,
+    res: SimResult,
+    dead: bool,
+    running: Option<Running>,
+    digits: Vec<(Instant, char)>,
+}
+
+impl Host {
+    fn ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn log(&mut self, dir: Dir, text: &str) {
+        let t_ms = self.ms();
+        if self.opts.echo {
+            let arrow = match dir {
+                Dir::Tx => "Tx >>",
+                Dir::Rx => "Rx <<",
+                Dir::Event => "--  ",
+            };
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{:>9.3} {arrow} {text}", t_ms / 1000.0);
+            }
+        }
+        self.res.dialogue.push(DialogueLine { t_ms, dir, text: text.to_string() });
+    }
+
+    fn reply(&mut self, text: &str) {
+        if let Some(n) = self.opts.stop_replying_after {
+            if self.res.commands > n {
+                return;
+            }
+        }
+        self.log(Dir::Tx, text);
+        let _ = self.stdin.write_all(format!("{text}\n").as_bytes());
+        let _ = self.stdin.flush();
+    }
+
+    fn call_time(&self, d: Duration) -> Instant {
+        self.start + d.div_f64(self.opts.speed)
+    }
+
+    /// A new line from the child: it interrupts a running command, then runs.
+    fn command(&mut self, line: &str) {
+        self.res.commands += 1;
+        self.log(Dir::Rx, line);
+        match self.running.take() {
+            Some(Running::StreamFile { .. }) => {} // stopped, and no reply at all
+            Some(Running::WaitForDigit { .. }) => self.reply("200 result=1"),
+            None => {}
+        }
+        let args = parse_args(line);
+        if args.is_empty() {
+            return self.reply("510 Invalid or unknown command");
+        }
+        if self.dead && !allowed_dead(&args) {
+            return self.reply("511 Command Not Permitted on a dead channel or intercept routine");
+        }
+        let up: Vec<String> = args.iter().map(|a| a.to_ascii_uppercase()).collect();
+        let words: Vec<&str> = up.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["ANSWER"] => self.reply("200 result=0"),
+            ["NOOP", ..] => self.reply("200 result=0"),
+            ["VERBOSE", _] | ["VERBOSE", _, _] => self.reply("200 result=1"),
+            ["CHANNEL", "STATUS", ..] => self.reply("200 result=6"),
+            ["GET", "VARIABLE", _] => match self.opts.channel_vars.get(&args[2]).cloned() {
+                Some(v) => self.reply(&format!("200 result=1 ({v})")),
+                None => self.reply("200 result=0"),
+            },
+            ["SET", "VARIABLE", _, _] => {
+                let t = self.ms();
+                self.res.vars.insert(args[2].clone(), args[3].clone());
+                self.res.var_times.insert(args[2].clone(), t);
+                self.reply("200 result=1");
+            }
+            ["STREAM", "FILE", _, _] | ["STREAM", "FILE", _, _, _] => match self.opts.sounds.get(&args[2]).copied() {
+                Some(d) => {
+                    let now = Instant::now();
+                    self.running = Some(Running::StreamFile { ends: now + d.div_f64(self.opts.speed), started: now, rate: 8000 });
+                }
+                None => self.reply("200 result=-1 endpos=0"),
+            },
+            ["WAIT", "FOR", "DIGIT", t] => match t.parse::<i64>() {
+                Ok(ms) => {
+                    let ends = (ms >= 0).then(|| Instant::now() + Duration::from_millis(ms as u64).div_f64(self.opts.speed));
+                    self.running = Some(Running::WaitForDigit { ends });
+                }
+                Err(_) => self.usage(),
+            },
+            ["EXEC", ..] => self.reply("200 result=0"),
+            ["HANGUP", ..] => {
+                self.reply("200 result=1");
+                self.hangup();
+            }
+            ["SET", "VARIABLE", ..] | ["GET", "VARIABLE", ..] | ["STREAM", "FILE", ..] | ["WAIT", "FOR", ..] => self.usage(),
+            _ => self.reply("510 Invalid or unknown command"),
+        }
+    }
+
+    fn usage(&mut self) {
+        self.reply("520-Invalid command syntax.  Proper usage follows:");
+        self.reply(" Usage: see 'agi show commands'");
+        self.reply("520 End of proper usage.");
+    }
+
+    fn hangup(&mut self) {
+        if self.dead {
+            return;
+        }
+        self.dead = true;
+        self.res.hangup_ms = Some(self.ms());
+        self.log(Dir::Event, "hangup: SIGHUP to the child; stdin and fd 3 stay open");
+        match self.running.take() {
+            Some(Running::StreamFile { started, rate, .. }) => {
+                let pos = (started.elapsed().as_secs_f64() * self.opts.speed * rate as f64) as u64;
+                self.reply(&format!("200 result=-1 endpos={pos}"));
+            }
+            Some(Running::WaitForDigit { .. }) => self.reply("200 result=-1"),
+            None => {}
+        }
+    }
+
+    fn audio_flows(&self) -> bool {
+        !self.dead && matches!(self.running, None | Some(Running::StreamFile { .. }) | Some(Running::WaitForDigit { .. }))
+    }
+
+    fn tick_running(&mut self, now: Instant) {
+        // DTMF: delivered only inside WAIT FOR DIGIT (or ending STREAM FILE); lost when idle.
+        while let Some(&(at, key)) = self.digits.first() {
+            if at > now {
+                break;
+            }
+            self.digits.remove(0);
+            match self.running {
+                Some(Running::WaitForDigit { .. }) => {
+                    self.running = None;
+                    self.log(Dir::Event, &format!("DTMF {key}"));
+                    self.reply(&format!("200 result={}", key as u32));
+                }
+                Some(Running::StreamFile { started, rate, .. }) => {
+                    self.running = None;
+                    self.log(Dir::Event, &format!("DTMF {key} (not an escape digit: ignored by STREAM FILE)"));
+                    // Keep playing: put it back as a plain stream.
+                    self.running = Some(Running::StreamFile { ends: now, started, rate });
+                }
+                None => self.log(Dir::Event, &format!("DTMF {key} while idle: lost")),
+            }
+        }
+        match self.running {
+            Some(Running::StreamFile { ends, started, rate }) if now >= ends => {
+                self.running = None;
+                let pos = (started.elapsed().as_secs_f64() * self.opts.speed * rate as f64) as u64;
+                self.reply(&format!("200 result=0 endpos={pos}"));
+            }
+            Some(Running::WaitForDigit { ends: Some(ends) }) if now >= ends => {
+                self.running = None;
+                self.reply("200 result=0");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// The header `res_agi.c` would send for this call.
+pub fn header(opts: &SimOptions) -> Vec<u8> {
+    if let Some(raw) = &opts.raw_header {
+        return raw.clone();
+    }
+    let mut h = String::new();
+    let enhanced = if opts.plain_agi { "0.0" } else { "1.0" };
+    for (k, v) in [
+        ("agi_request", "asr_bridge"),
+        ("agi_channel", "SIP/sim-00000001"),
+        ("agi_language", "ko"),
+        ("agi_type", "SIP"),
+        ("agi_uniqueid", "1795375118.22"),
+        ("agi_version", "23.0.0-sim"),
+        ("agi_callerid", "unknown"),
+        ("agi_calleridname", "unknown"),
+        ("agi_callingpres", "67"),
+        ("agi_callingani2", "0"),
+        ("agi_callington", "0"),
+        ("agi_callingtns", "0"),
+        ("agi_dnid", "unknown"),
+        ("agi_rdnis", "unknown"),
+        ("agi_context", "sim"),
+        ("agi_extension", "7000"),
+        ("agi_priority", "2"),
+        ("agi_enhanced", enhanced),
+        ("agi_accountcode", ""),
+        ("agi_threadid", "139716664211136"),
+    ] {
+        h.push_str(&format!("{k}: {v}\n"));
+    }
+    for (i, a) in opts.bridge_args.iter().enumerate() {
+        h.push_str(&format!("agi_arg_{}: {a}\n", i + 1));
+    }
+    h.push('\n');
+    h.into_bytes()
+}
+
+/// Runs one call to the end and reports what the host saw.
+pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
+    let (audio_r, audio_w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    set_nonblocking(audio_w.as_raw_fd()).map_err(std::io::Error::from)?;
+    let mut cmd = Proc::new(&opts.bridge);
+    cmd.args(&opts.bridge_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .envs(opts.env.iter().map(|(k, v)| (k, v)));
+    match &opts.child_stderr {
+        Some(p) => {
+            cmd.stderr(std::fs::OpenOptions::new().create(true).append(true).open(p)?);
+        }
+        None => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    if !opts.plain_agi {
+        let fd = audio_r.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls are made: dup2 puts the
+        // audio pipe's read end at fd 3 (without CLOEXEC), as res_agi.c's launch_script does.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2(3, 3) would keep FD_CLOEXEC, so the same number needs the flag cleared.
+                let rc = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let start = Instant::now();
+    let mut child: Child = cmd.spawn()?;
+    drop(audio_r); // the child has it; the host keeps only the write end, as Asterisk does
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let out_fd = stdout.as_raw_fd();
+    set_nonblocking(out_fd).map_err(std::io::Error::from)?;
+    let pid = Pid::from_raw(child.id() as i32);
+
+    let digits = opts.dtmf.iter().map(|(t, k)| (start + t.div_f64(opts.speed), *k)).collect();
+    let mut host = Host {
+        start,
+        stdin,
+        res: SimResult {
+            dialogue: Vec::new(),
+            vars: BTreeMap::new(),
+            var_times: BTreeMap::new(),
+            exit_code: None,
+            exit_signal: None,
+            agistatus: String::new(),
+            child_ms: 0.0,
+            hangup_ms: None,
+            exit_after_hangup_ms: None,
+            frames_written: 0,
+            frames_dropped: 0,
+            audio_bytes_written: 0,
+            first_frame_ms: None,
+            mark_written_ms: None,
+            killed: false,
+            commands: 0,
+        },
+        dead: false,
+        running: None,
+        digits,
+        opts,
+    };
+    let hdr = header(&host.opts);
+    for l in String::from_utf8_lossy(&hdr).lines() {
+        host.log(Dir::Tx, l);
+    }
+    let _ = host.stdin.write_all(&hdr);
+    let _ = host.stdin.flush();
+
+    let frame = (host.opts.rate / 50) as usize; // 20 ms
+    let frame_dur = Duration::from_millis(20).div_f64(host.opts.speed);
+    let lead_frames = (host.opts.lead_silence.as_secs_f64() * 50.0).round() as usize;
+    let mark_frame = host.opts.mark_s.map(|s| lead_frames + (s * host.opts.rate as f64) as usize / frame);
+    let hangup_at = host.opts.hangup_at.map(|d| host.call_time(d));
+    let close_at = host.opts.close_audio_at.map(|d| host.call_time(d));
+    let mut audio_w = Some(audio_w);
+    let mut audio_log = match &host.opts.audio_out {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
+    let mut next_frame = start;
+    let mut frame_no = 0usize;
+    let mut pending: Vec<u8> = Vec::new();
+    let zeros = vec![0i16; frame];
+    let mut bytes = Vec::with_capacity(frame * 2);
+    let mut stdout_open = true;
+
+    let st = loop {
+        let now = Instant::now();
+        if let Some(st) = child.try_wait()? {
+            // Drain what the child wrote before exiting.
+            read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
+            break st;
+        }
+        if now.duration_since(start) > host.opts.max_wall {
+            let _ = kill(pid, Signal::SIGKILL);
+            host.res.killed = true;
+            host.log(Dir::Event, "child still running at max wall time: SIGKILL");
+            break child.wait()?;
+        }
+        if let Some(h) = hangup_at {
+            if now >= h && !host.dead {
+                host.hangup();
+                let _ = kill(pid, Signal::SIGHUP);
+            }
+        }
+        if let Some(c) = close_at {
+            if now >= c && audio_w.is_some() {
+                audio_w = None;
+                host.log(Dir::Event, "fd 3 write end closed");
+            }
+        }
+        host.tick_running(now);
+        while now >= next_frame {
+            next_frame += frame_dur;
+            if !host.audio_flows() {
+                continue;
+            }
+            let samples: &[i16] = if frame_no < lead_frames {
+                &zeros
+            } else {
+                let i = (frame_no - lead_frames) * frame;
+                if i < host.opts.samples.len() {
+                    &host.opts.samples[i..(i + frame).min(host.opts.samples.len())]
+                } else if host.opts.tail == Tail::Silence {
+                    &zeros
+                } else {
+                    &[]
+                }
+            };
+            frame_no += 1;
+            if samples.is_empty() {
+                continue;
+            }
+            let Some(w) = audio_w.as_ref() else { continue };
+            bytes.clear();
+            for s in samples {
+                bytes.extend_from_slice(&s.to_ne_bytes());
+            }
+            match nix::unistd::write(w, &bytes) {
+                Ok(n) => {
+                    host.res.frames_written += 1;
+                    host.res.audio_bytes_written += n as u64;
+                    if host.res.first_frame_ms.is_none() {
+                        host.res.first_frame_ms = Some(host.ms());
+                    }
+                    if Some(frame_no - 1) == mark_frame {
+                        host.res.mark_written_ms = Some(host.ms());
+                    }
+                    if let Some(l) = audio_log.as_mut() {
+                        l.write_all(&bytes[..n])?;
+                    }
+                }
+                Err(_) => host.res.frames_dropped += 1, // EAGAIN: Asterisk drops the frame
+            }
+        }
+        // Wait for output from the child, or the next frame / timer.
+        let mut wake = next_frame;
+        if let Some(Running::StreamFile { ends, .. }) = host.running {
+            wake = wake.min(ends);
+        }
+        if let Some(Running::WaitForDigit { ends: Some(ends) }) = host.running {
+            wake = wake.min(ends);
+        }
+        let timeout = wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(20));
+        if stdout_open {
+            let bfd = stdout.as_fd_borrowed();
+            let mut fds = [PollFd::new(bfd, PollFlags::POLLIN)];
+            let ms = timeout.as_millis().min(20) as u16;
+            let _ = poll(&mut fds, PollTimeout::from(ms));
+            read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
+        } else {
+            std::thread::sleep(timeout.max(Duration::from_millis(1)));
+        }
+    };
+    if let Some(l) = audio_log.as_mut() {
+        l.flush()?;
+    }
+    host.res.child_ms = host.ms();
+    host.res.exit_code = st.code();
+    host.res.exit_signal = st.signal();
+    if let Some(h) = host.res.hangup_ms {
+        host.res.exit_after_hangup_ms = Some(host.res.child_ms - h);
+    }
+    host.res.agistatus = if st.code() != Some(0) {
+        "FAILURE".into()
+    } else if host.dead {
+        "HANGUP".into()
+    } else {
+        "SUCCESS".into()
+    };
+    let summary = format!(
+        "child exited {:?} (signal {:?}) after {:.0} ms; AGISTATUS={}",
+        st.code(),
+        st.signal(),
+        host.res.child_ms,
+        host.res.agistatus
+    );
+    host.log(Dir::Event, &summary);
+    Ok(host.res)
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+impl AsFdBorrowed for std::process::ChildStdout {
+    fn as_fd_borrowed(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+/// Asterisk's `fgets(buf, 8192)`: a line longer than 8191 bytes is cut and the rest is read
+/// as the next command.
+const FGETS_MAX: usize = 8191;
+
+fn read_lines(fd: RawFd, pending: &mut Vec<u8>, host: &mut Host, open: &mut bool) {
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY-free: nix::unistd::read on a raw fd we own for the child's lifetime.
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => {
+                *open = false;
+                break;
+            }
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break, // EAGAIN
+        }
+    }
+    loop {
+        let cut = match pending.iter().position(|&b| b == b'\n') {
+            Some(i) if i < FGETS_MAX => i + 1,
+            _ if pending.len() >= FGETS_MAX => FGETS_MAX,
+            _ => break,
+        };
+        let raw: Vec<u8> = pending.drain(..cut).collect();
+        let line = String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(&raw)).into_owned();
+        host.command(&line);
+    }
+}
