@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
+use crate::menu::{parse_choice, Choice};
 
 /// Where the model is looked for when neither `--model` nor `ASR_BRIDGE_MODEL` says.
 pub const DEFAULT_MODEL: &str = "/var/lib/asr_bridge/model";
@@ -77,6 +78,57 @@ pub struct CallArgs {
     /// Longest wait for any AGI reply.
     #[arg(long, default_value = "10s")]
     pub reply_timeout: String,
+    /// Sound file(s) to play before listening (repeatable; `a&b` plays a then b).
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// Play the whole prompt, then listen (audio during the prompt is discarded).
+    #[arg(long)]
+    pub no_barge_in: bool,
+    /// Speech needed to stop the prompt (so a cough or line noise does not).
+    #[arg(long, default_value = "200ms")]
+    pub barge_in_min: String,
+    /// Sound file played right before listening starts (e.g. beep).
+    #[arg(long)]
+    pub beep: Option<String>,
+    /// Do not listen for keys (no WAIT FOR DIGIT while listening).
+    #[arg(long)]
+    pub no_dtmf: bool,
+    /// Keys collected before DTMF input ends.
+    #[arg(long, default_value_t = 1)]
+    pub dtmf_max_digits: u32,
+    /// Key that ends DTMF input early (not included in ASR_DTMF); empty for none.
+    #[arg(long, default_value = "#")]
+    pub dtmf_terminator: String,
+    /// Longest wait for the next key once one was pressed.
+    #[arg(long, default_value = "3s")]
+    pub dtmf_timeout: String,
+    /// Phrase grammar: `phrase|phrase|...`.
+    #[arg(long)]
+    pub grammar: Option<String>,
+    /// Phrase grammar from a file, one phrase per line.
+    #[arg(long)]
+    pub grammar_file: Option<PathBuf>,
+    /// A menu choice: `VALUE:phrase|phrase` (repeatable, one per EAGI argument).
+    #[arg(long = "choice")]
+    pub choices: Vec<String>,
+    /// Lowest match score (0-1) that selects a choice.
+    #[arg(long, default_value_t = 0.75)]
+    pub match_threshold: f64,
+    /// Lowest ASR_CONFIDENCE accepted; below it the result is NOMATCH.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_confidence: f64,
+    /// Replay the menu this many more times after NOINPUT or NOMATCH.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Played before the retry after NOINPUT.
+    #[arg(long)]
+    pub noinput_prompt: Option<String>,
+    /// Played before the retry after NOMATCH.
+    #[arg(long)]
+    pub nomatch_prompt: Option<String>,
+    /// N-best alternatives in ASR_ALT_1.. (0 is off).
+    #[arg(long, default_value_t = 0)]
+    pub alternatives: u16,
 }
 
 /// The validated options of one call.
@@ -93,6 +145,33 @@ pub struct Config {
     pub vad_mode: u8,
     pub load_timeout: Duration,
     pub reply_timeout: Duration,
+    pub menu: MenuConfig,
+}
+
+/// Prompts, barge-in, DTMF, grammar, choices and retries.
+#[derive(Debug, Clone, Default)]
+pub struct MenuConfig {
+    pub prompts: Vec<String>,
+    pub barge_in: bool,
+    pub barge_in_min: Duration,
+    pub beep: Option<String>,
+    pub dtmf: bool,
+    pub dtmf_max_digits: u32,
+    pub dtmf_terminator: Option<char>,
+    pub dtmf_timeout: Duration,
+    pub grammar: Option<Vec<String>>,
+    pub choices: Vec<Choice>,
+    pub match_threshold: f64,
+    pub min_confidence: f64,
+    pub retries: u32,
+    pub noinput_prompt: Vec<String>,
+    pub nomatch_prompt: Vec<String>,
+    pub alternatives: u16,
+}
+
+/// Splits `a&b` prompt lists (Asterisk's own convention) into file names.
+pub fn split_sounds(spec: &str) -> Vec<String> {
+    spec.split('&').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// Parses `700ms`, `5s`, `1.5s`, `2m`, or a bare number of milliseconds.
@@ -186,7 +265,9 @@ impl CallArgs {
                 why: "must be 0, 1, 2 or 3",
             });
         }
+        let menu = self.menu()?;
         Ok(Config {
+            menu,
             model: self.model.clone(),
             timers,
             rate: self.rate,
@@ -198,6 +279,67 @@ impl CallArgs {
             vad_mode: self.vad_mode,
             load_timeout: duration("load-timeout", &self.load_timeout)?,
             reply_timeout: duration("reply-timeout", &self.reply_timeout)?,
+        })
+    }
+}
+
+impl CallArgs {
+    fn menu(&self) -> Result<MenuConfig, ConfigError> {
+        let range = |option: &'static str, value: String, why: &'static str| ConfigError::Range { option, value, why };
+        let grammar = match (&self.grammar, &self.grammar_file) {
+            (Some(_), Some(_)) => return Err(range("grammar-file", String::new(), "give --grammar or --grammar-file, not both")),
+            (Some(g), None) => Some(g.clone()),
+            (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|_| range("grammar-file", f.display().to_string(), "cannot be read"))?),
+            (None, None) => None,
+        };
+        let grammar = match grammar {
+            Some(g) => {
+                let phrases = crate::asr::grammar::parse_phrases(&g);
+                if phrases.is_empty() {
+                    return Err(range("grammar", g, "has no phrases (use phrase|phrase|...)"));
+                }
+                Some(phrases)
+            }
+            None => None,
+        };
+        let choices = self
+            .choices
+            .iter()
+            .map(|c| parse_choice(c).map_err(|_| range("choice", c.clone(), "use VALUE:phrase|phrase")))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, v) in [("match-threshold", self.match_threshold), ("min-confidence", self.min_confidence)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(range(if name == "match-threshold" { "match-threshold" } else { "min-confidence" }, v.to_string(), "must be between 0 and 1"));
+            }
+        }
+        let terminator = match self.dtmf_terminator.trim() {
+            "" => None,
+            t if t.len() == 1 && "0123456789*#ABCD".contains(t) => t.chars().next(),
+            t => return Err(range("dtmf-terminator", t.to_string(), "must be one key: 0-9, *, #, A-D, or empty")),
+        };
+        if self.dtmf_max_digits == 0 {
+            return Err(range("dtmf-max-digits", "0".into(), "must be at least 1"));
+        }
+        if self.alternatives > 20 {
+            return Err(range("alternatives", self.alternatives.to_string(), "must be 20 or fewer"));
+        }
+        Ok(MenuConfig {
+            prompts: self.prompt.iter().flat_map(|p| split_sounds(p)).collect(),
+            barge_in: !self.no_barge_in,
+            barge_in_min: duration("barge-in-min", &self.barge_in_min)?,
+            beep: self.beep.clone().filter(|b| !b.trim().is_empty()),
+            dtmf: !self.no_dtmf,
+            dtmf_max_digits: self.dtmf_max_digits,
+            dtmf_terminator: terminator,
+            dtmf_timeout: duration("dtmf-timeout", &self.dtmf_timeout)?,
+            grammar,
+            choices,
+            match_threshold: self.match_threshold,
+            min_confidence: self.min_confidence,
+            retries: self.retries.min(10),
+            noinput_prompt: self.noinput_prompt.as_deref().map(split_sounds).unwrap_or_default(),
+            nomatch_prompt: self.nomatch_prompt.as_deref().map(split_sounds).unwrap_or_default(),
+            alternatives: self.alternatives,
         })
     }
 }
@@ -219,6 +361,19 @@ mod tests {
         assert_eq!(c.timers.no_input, Duration::from_secs(3));
         assert_eq!(c.model, PathBuf::from("/m"));
         assert!(c.answer);
+    }
+
+    #[test]
+    fn menu_options() {
+        let c = args(&["--prompt=welcome&menu", "--choice=100:sales", "--choice=200:support|help desk", "--retries=2", "--grammar=sales|support"]).unwrap();
+        assert_eq!(c.menu.prompts, ["welcome", "menu"]);
+        assert_eq!(c.menu.choices.len(), 2);
+        assert_eq!(c.menu.retries, 2);
+        assert!(c.menu.barge_in && c.menu.dtmf);
+        assert_eq!(c.menu.dtmf_terminator, Some('#'));
+        assert!(args(&["--grammar=|"]).unwrap_err().contains("has no phrases"));
+        assert!(args(&["--choice=100:"]).unwrap_err().contains("choice"));
+        assert!(args(&["--dtmf-terminator=xx"]).unwrap_err().contains("dtmf-terminator"));
     }
 
     #[test]

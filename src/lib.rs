@@ -17,5 +17,6 @@ pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod log;
+pub mod menu;
 pub mod session;
 pub mod sim;

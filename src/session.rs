@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, bounded, select, unbounded, Receiver};
+use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
 use serde::Serialize;
 use serde_json::json;
 
@@ -19,7 +19,9 @@ use crate::asr::endpoint::EndReason;
 use crate::asr::recognizer::{self, Control, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
 use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
-use crate::config::{CallArgs, Config};
+use crate::config::{CallArgs, Config, MenuConfig};
+use crate::menu::best_match;
+use crate::asr::engine::EngineOptions;
 use crate::log::{append_json, redirect_stderr, rusage};
 use crate::log_line;
 
@@ -67,6 +69,12 @@ pub struct Verdict {
     /// MRCP completion cause: 000, 001, 002, 006, 008.
     pub cause: &'static str,
     pub error: String,
+    /// The matched menu choice's value.
+    pub choice: String,
+    /// Keys pressed instead of speaking.
+    pub dtmf: String,
+    /// N-best texts with their shares, best first.
+    pub alternatives: Vec<(String, f32)>,
 }
 
 impl Verdict {
@@ -77,6 +85,9 @@ impl Verdict {
             confidence: None,
             cause: "006",
             error: msg.into(),
+            choice: String::new(),
+            dtmf: String::new(),
+            alternatives: Vec::new(),
         }
     }
 
@@ -87,12 +98,28 @@ impl Verdict {
             confidence: None,
             cause: "",
             error: String::new(),
+            choice: String::new(),
+            dtmf: String::new(),
+            alternatives: Vec::new(),
+        }
+    }
+
+    pub fn dtmf(digits: String) -> Verdict {
+        Verdict {
+            status: Status::Dtmf,
+            text: String::new(),
+            confidence: None,
+            cause: "000",
+            error: String::new(),
+            choice: String::new(),
+            dtmf: digits,
+            alternatives: Vec::new(),
         }
     }
 
     /// Maps the recognizer's outcome to the dialplan contract.
     pub fn from_outcome(o: &Outcome) -> Verdict {
-        let text = o.transcript.text.trim().to_string();
+        let text = crate::asr::grammar::strip_unk(&o.transcript.text);
         let heard = o.speech_start_ms.is_some();
         let (status, cause, error) = match (o.reason, text.is_empty(), heard) {
             (EndReason::NoInput, _, _) => (Status::NoInput, "002", String::new()),
@@ -112,8 +139,50 @@ impl Verdict {
             text: if keep_text { text } else { String::new() },
             cause,
             error,
+            choice: String::new(),
+            dtmf: String::new(),
+            alternatives: if keep_text {
+                o.transcript.alternatives.iter().map(|a| (crate::asr::grammar::strip_unk(&a.text), a.share)).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
+
+    /// Applies the menu: a confidence floor, then the choices. Either can turn OK into NOMATCH.
+    pub fn apply_menu(mut self, menu: &MenuConfig) -> Verdict {
+        if self.status != Status::Ok {
+            return self;
+        }
+        let nomatch = |mut v: Verdict| {
+            v.status = Status::NoMatch;
+            v.cause = "001";
+            v
+        };
+        if self.confidence.unwrap_or(0.0) < menu.min_confidence as f32 {
+            return nomatch(self);
+        }
+        if menu.choices.is_empty() {
+            return self;
+        }
+        // The best transcript first, then the alternatives, as the source of a match.
+        let candidates: Vec<String> = std::iter::once(self.text.clone()).chain(self.alternatives.iter().map(|a| a.0.clone())).collect();
+        for c in candidates {
+            if let Some((choice, score)) = best_match(&menu.choices, &c, menu.match_threshold) {
+                log_line!("choice {} matched {c:?} with score {score:.2}", choice.value);
+                self.choice = choice.value.clone();
+                return self;
+            }
+        }
+        nomatch(self)
+    }
+}
+
+/// How one attempt ended.
+enum AttemptEnd {
+    Outcome(Box<Outcome>),
+    Dtmf(String),
+    Verdict(Verdict),
 }
 
 /// Timings and counters for the per-call JSON line.
@@ -122,17 +191,21 @@ struct Report {
     uniqueid: String,
     channel: String,
     model_load_ms: Option<f64>,
+    cpu_at_load_s: Option<f64>,
     resampling: bool,
     rate: Option<u32>,
     outcome: Option<Outcome>,
     status_set_ms: Option<f64>,
     result_latency_ms: Option<f64>,
     signal: Option<i32>,
+    attempts: u32,
+    barge_in_ms: Option<f64>,
 }
 
 struct Call<W: Write> {
     agi: Agi<W>,
     t0: Instant,
+    t0_unix_ms: f64,
     prefix: String,
     report: Report,
     audio_stats: Option<std::sync::Arc<audio::AudioStats>>,
@@ -159,6 +232,7 @@ pub fn run_eagi<W: Write>(
     let mut call = Call {
         agi: Agi::new(out, lines, signals),
         t0,
+        t0_unix_ms: unix_ms() - t0.elapsed().as_secs_f64() * 1000.0,
         prefix: config.as_ref().map(|c| c.prefix.clone()).unwrap_or_else(|_| "ASR_".into()),
         report: Report::default(),
         audio_stats: audio.as_ref().ok().map(|a| a.stats.clone()),
@@ -219,22 +293,29 @@ pub fn run_eagi<W: Write>(
     };
     call.report.rate = Some(rate);
     let (ev_tx, ev_rx) = unbounded();
-    let (ctl_tx, ctl_rx) = bounded(1);
+    let (ctl_tx, ctl_rx) = bounded(8);
     let rc = RecognizerConfig {
         model,
         audio_rate: rate,
         timers: config.timers,
         vad_mode: config.vad_mode,
         record: config.record.clone(),
+        engine: EngineOptions {
+            grammar: config.menu.grammar.clone(),
+            alternatives: config.menu.alternatives,
+        },
+        barge_min: config.menu.barge_in_min,
     };
     if let Err(e) = recognizer::spawn(rc, audio, ev_tx, ctl_rx) {
         return call.finish(Verdict::error(format!("cannot start the recognizer thread: {e}")), Some(&config));
     }
-    let verdict = call.listen(&config, &ev_rx);
-    if matches!(verdict.status, Status::Hangup | Status::Error) {
-        let _ = ctl_tx.try_send(Control::Stop);
-    }
+    let verdict = call.menu(&config, &ev_rx, &ctl_tx);
+    let _ = ctl_tx.try_send(Control::Stop);
     call.finish(verdict, Some(&config))
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
 }
 
 fn first_line(s: &str) -> String {
@@ -272,60 +353,198 @@ impl<W: Write> Call<W> {
         }
     }
 
-    /// Waits for the recognizer's outcome, a signal, or a deadline.
-    fn listen(&mut self, config: &Config, events: &Receiver<Event>) -> Verdict {
-        let mut deadline = Instant::now() + config.load_timeout;
-        let mut loaded = false;
+    /// The whole menu: attempts with prompts, barge-in, DTMF and retries.
+    fn menu(&mut self, config: &Config, events: &Receiver<Event>, control: &Sender<Control>) -> Verdict {
+        let menu = &config.menu;
+        let mut last: Option<Status> = None;
+        for attempt in 0..=menu.retries {
+            let mut prompts: Vec<String> = Vec::new();
+            match last {
+                Some(Status::NoInput) => prompts.extend(menu.noinput_prompt.iter().cloned()),
+                Some(Status::NoMatch) => prompts.extend(menu.nomatch_prompt.iter().cloned()),
+                _ => {}
+            }
+            prompts.extend(menu.prompts.iter().cloned());
+            prompts.extend(menu.beep.iter().cloned());
+            let verdict = match self.attempt(config, attempt, prompts, events, control) {
+                AttemptEnd::Outcome(o) => {
+                    let v = Verdict::from_outcome(&o).apply_menu(menu);
+                    self.report.outcome = Some(*o);
+                    v
+                }
+                AttemptEnd::Dtmf(d) => Verdict::dtmf(d),
+                AttemptEnd::Verdict(v) => v,
+            };
+            self.report.attempts = attempt + 1;
+            log_line!("attempt {}: {:?} {:?}", attempt + 1, verdict.status, verdict.text);
+            if !matches!(verdict.status, Status::NoInput | Status::NoMatch) || attempt == menu.retries {
+                return verdict;
+            }
+            last = Some(verdict.status);
+        }
+        Verdict::error("no attempt ran")
+    }
+
+    /// One attempt: prompts (stopped by barge-in or a key), then listening inside
+    /// WAIT FOR DIGIT, until the recognizer's outcome, DTMF input, a signal or a deadline.
+    fn attempt(&mut self, config: &Config, n: u32, prompts: Vec<String>, events: &Receiver<Event>, control: &Sender<Control>) -> AttemptEnd {
+        let menu = &config.menu;
+        let first = n == 0;
+        let mut prompts: std::collections::VecDeque<String> = prompts.into();
+        let prompting = !prompts.is_empty();
+        if !prompting || menu.barge_in {
+            let _ = control.send(Control::Start { drain: !first, timers: !prompting });
+        }
+        let mut phase_prompt = prompting;
+        let mut speech = false;
+        let mut digits = String::new();
+        let mut dtmf_active = false;
+        let escape = if menu.dtmf { "0123456789*#" } else { "" };
+        let t = &config.timers;
+        let listen_budget = t.no_input + t.max_duration + t.end_silence + Duration::from_secs(30);
+        let mut deadline = Instant::now() + config.load_timeout + listen_budget;
         let signals = self.agi.hangups().clone();
         let lines = self.agi.lines().clone();
+        macro_rules! fail {
+            ($v:expr) => {{
+                let _ = control.send(Control::Abandon);
+                return AttemptEnd::Verdict($v);
+            }};
+        }
         loop {
+            // Keep exactly one command running: the next prompt file, or WAIT FOR DIGIT.
+            if !self.agi.is_running() && !self.agi.hung_up() {
+                let cmd = if phase_prompt {
+                    match prompts.pop_front() {
+                        Some(file) => Some(Command::StreamFile { file, escape_digits: escape.into() }),
+                        None => {
+                            phase_prompt = false;
+                            if menu.barge_in {
+                                let _ = control.send(Control::StartTimers);
+                            } else {
+                                let _ = control.send(Control::Start { drain: true, timers: true });
+                            }
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let cmd = cmd.or_else(|| {
+                    (!phase_prompt && menu.dtmf).then(|| Command::WaitForDigit {
+                        timeout_ms: if dtmf_active { menu.dtmf_timeout.as_millis() as i64 } else { 30_000 },
+                    })
+                });
+                if let Some(cmd) = cmd {
+                    if let Err(e) = self.agi.start(&cmd) {
+                        fail!(Verdict::error(e.to_string()));
+                    }
+                }
+            }
             let wait = deadline.saturating_duration_since(Instant::now());
             select! {
                 recv(events) -> ev => match ev {
-                    Ok(Event::ModelLoaded { load, resampling }) => {
-                        loaded = true;
+                    Ok(Event::ModelLoaded { load, resampling, cpu_s }) => {
+                        self.report.cpu_at_load_s = Some(cpu_s);
                         self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
                         self.report.resampling = resampling;
                         log_line!("model loaded in {:.0} ms{}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
-                        let t = &config.timers;
-                        deadline = Instant::now() + t.no_input + t.max_duration + t.end_silence + Duration::from_secs(30);
+                        deadline = Instant::now() + listen_budget + Duration::from_secs(prompts.len() as u64 * 120);
                     }
-                    Ok(Event::SpeechStarted { at_ms }) => log_line!("speech started at {at_ms:.0} ms"),
-                    Ok(Event::Done(outcome)) => {
-                        let v = Verdict::from_outcome(&outcome);
-                        self.report.outcome = Some(*outcome);
-                        return v;
+                    Ok(Event::SpeechStarted { at_ms }) => {
+                        speech = true;
+                        log_line!("speech started at {at_ms:.0} ms");
                     }
-                    Ok(Event::Failed(e)) => return Verdict::error(e.to_string()),
-                    Err(_) => return Verdict::error("recognizer thread ended without a result"),
+                    Ok(Event::BargeIn { at_ms }) => {
+                        if phase_prompt && menu.barge_in && !dtmf_active {
+                            log_line!("barge-in at {at_ms:.0} ms: stopping the prompt");
+                            self.report.barge_in_ms.get_or_insert(self.ms());
+                            phase_prompt = false;
+                            prompts.clear();
+                            let _ = control.send(Control::StartTimers);
+                            // The next command stops STREAM FILE (no reply for it).
+                            let next = if menu.dtmf { Command::WaitForDigit { timeout_ms: 30_000 } } else { Command::Noop };
+                            if let Err(e) = self.agi.start(&next) {
+                                fail!(Verdict::error(e.to_string()));
+                            }
+                        }
+                    }
+                    Ok(Event::OutOfVocabulary(words)) => log_line!("grammar words not in the model's vocabulary: {}", words.join(", ")),
+                    Ok(Event::Done(o)) => return AttemptEnd::Outcome(o),
+                    Ok(Event::Failed(e)) => return AttemptEnd::Verdict(Verdict::error(e.to_string())),
+                    Err(_) => return AttemptEnd::Verdict(Verdict::error("recognizer thread ended without a result")),
                 },
                 recv(signals) -> sig => {
                     self.agi.on_signal(sig.ok());
-                    return self.signal_verdict();
+                    fail!(self.signal_verdict());
                 }
-                recv(lines) -> l => match l {
-                    Ok(LineEvent::Line(l)) => {
-                        if let Some(r) = self.agi.feed_line(&l) {
-                            log_line!("unexpected reply while listening: {r:?}");
-                            if r.is_hangup() {
-                                return Verdict::hangup();
-                            }
-                        } else if let Some(s) = self.agi.stray.pop() {
-                            log_line!("unexpected line while listening: {s:?}");
+                recv(lines) -> l => {
+                    let line = match l {
+                        Ok(LineEvent::Line(l)) => l,
+                        _ => {
+                            log_line!("stdin closed: treating as hangup");
+                            self.agi.on_signal(None);
+                            fail!(Verdict::hangup());
                         }
-                    }
-                    _ => {
-                        log_line!("stdin closed while listening: treating as hangup");
+                    };
+                    let Some(reply) = self.agi.accept_line(&line) else {
+                        if let Some(s) = self.agi.stray.pop() {
+                            log_line!("unexpected line: {s:?}");
+                        }
+                        continue;
+                    };
+                    let (result, endpos) = match reply {
+                        Reply::Success { result, endpos, .. } => (result.unwrap_or(0), endpos),
+                        Reply::DeadChannel => fail!(Verdict::hangup()),
+                        other => {
+                            log_line!("unexpected reply {other:?}");
+                            continue;
+                        }
+                    };
+                    if result < 0 {
+                        if endpos == Some(0) && phase_prompt && !self.agi.hung_up() {
+                            log_line!("warning: a prompt file could not be played (STREAM FILE gave -1 endpos=0); going on");
+                            continue;
+                        }
                         self.agi.on_signal(None);
-                        return Verdict::hangup();
+                        fail!(Verdict::hangup());
                     }
-                },
+                    if result == 0 {
+                        // A prompt file ended, or WAIT FOR DIGIT expired.
+                        if dtmf_active && !phase_prompt {
+                            let _ = control.send(Control::Abandon);
+                            return AttemptEnd::Dtmf(digits);
+                        }
+                        continue;
+                    }
+                    let Some(key) = u32::try_from(result).ok().and_then(char::from_u32).filter(|c| "0123456789*#ABCD".contains(*c)) else {
+                        continue; // result=1 of an interrupted WAIT FOR DIGIT reaches here only if unowed
+                    };
+                    if speech && !dtmf_active {
+                        log_line!("key {key} ignored: speech started first");
+                        continue;
+                    }
+                    if !dtmf_active {
+                        dtmf_active = true;
+                        phase_prompt = false;
+                        prompts.clear();
+                        let _ = control.send(Control::Abandon);
+                        log_line!("DTMF input started with {key}");
+                    }
+                    if Some(key) == menu.dtmf_terminator {
+                        return AttemptEnd::Dtmf(digits);
+                    }
+                    digits.push(key);
+                    if digits.len() >= menu.dtmf_max_digits as usize {
+                        return AttemptEnd::Dtmf(digits);
+                    }
+                }
                 recv(after(wait)) -> _ => {
-                    return Verdict::error(if loaded {
+                    fail!(Verdict::error(if self.report.model_load_ms.is_some() {
                         "recognizer gave no result in time (internal deadline)".to_string()
                     } else {
                         format!("model did not load within {:?}", config.load_timeout)
-                    });
+                    }));
                 }
             }
         }
@@ -337,13 +556,24 @@ impl<W: Write> Call<W> {
             log_line!("ERROR: {}", verdict.error);
         }
         let conf = verdict.confidence.map(|c| format!("{:.2}", c.clamp(0.0, 1.0))).unwrap_or_default();
-        let vars = [
-            ("STATUS", verdict.status.as_str().to_string()),
-            ("TEXT", verdict.text.clone()),
-            ("CONFIDENCE", conf),
-            ("CAUSE", verdict.cause.to_string()),
-            ("ERROR", verdict.error.clone()),
+        let mut vars = vec![
+            ("STATUS".to_string(), verdict.status.as_str().to_string()),
+            ("TEXT".to_string(), verdict.text.clone()),
+            ("CONFIDENCE".to_string(), conf),
+            ("CAUSE".to_string(), verdict.cause.to_string()),
+            ("CHOICE".to_string(), verdict.choice.clone()),
+            ("DTMF".to_string(), verdict.dtmf.clone()),
+            ("ERROR".to_string(), verdict.error.clone()),
         ];
+        let wanted = config.map(|c| c.menu.alternatives as usize).unwrap_or(0);
+        if wanted > 0 {
+            let alts: Vec<_> = verdict.alternatives.iter().filter(|a| !a.0.is_empty()).take(wanted).collect();
+            vars.push(("ALT_COUNT".to_string(), alts.len().to_string()));
+            for (i, (text, share)) in alts.iter().enumerate() {
+                vars.push((format!("ALT_{}", i + 1), text.clone()));
+                vars.push((format!("ALT_{}_CONFIDENCE", i + 1), format!("{:.2}", share.clamp(0.0, 1.0))));
+            }
+        }
         let budget_end = Instant::now() + HANGUP_BUDGET;
         for (i, (name, value)) in vars.iter().enumerate() {
             let cmd = Command::SetVariable {
@@ -426,7 +656,13 @@ impl<W: Write> Call<W> {
             "result_latency_ms": self.report.result_latency_ms,
             "status_set_ms": self.report.status_set_ms,
             "signal": self.report.signal,
+            "attempts": self.report.attempts,
+            "barge_in_ms": self.report.barge_in_ms,
+            "choice": v.choice,
+            "dtmf": v.dtmf,
             "cpu_s": cpu_s,
+            "cpu_at_load_s": self.report.cpu_at_load_s,
+            "t0_unix_ms": self.t0_unix_ms,
             "peak_rss_kb": rss_kb,
             "wall_ms": self.ms(),
         })

@@ -3,6 +3,7 @@
 //! deadline, while watching for SIGHUP. Only [`AgiWriter`] touches stdout.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, never, select, unbounded, Receiver};
@@ -95,10 +96,28 @@ impl<W: Write> AgiWriter<W> {
     }
 }
 
-/// A log of the dialogue, for the per-call log.
-pub type Trace = Vec<String>;
+/// What a command that was interrupted by the next one still owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// A reply will come (WAIT FOR DIGIT answers `200 result=1` when interrupted).
+    Reply,
+    /// A reply comes only if the command ended by itself at the same moment: STREAM FILE
+    /// interrupted prints nothing, but a prompt that just ended sends `200 ... endpos=N`.
+    MaybeEndpos,
+}
 
-/// The controller's side of the protocol: strict lock-step with deadlines.
+impl Owed {
+    fn of(cmd: &Command) -> Owed {
+        match cmd {
+            Command::StreamFile { .. } => Owed::MaybeEndpos,
+            _ => Owed::Reply,
+        }
+    }
+}
+
+/// The controller's side of the protocol: strict lock-step with deadlines. A command whose
+/// reply is awaited is "running"; sending another command interrupts it, and what it still
+/// owes is matched and dropped before the new command's reply (`research/eagi-semantics.md` §1).
 pub struct Agi<W: Write> {
     writer: AgiWriter<W>,
     lines: Receiver<LineEvent>,
@@ -106,6 +125,8 @@ pub struct Agi<W: Write> {
     parser: ReplyParser,
     hung_up: bool,
     signal: Option<i32>,
+    running: Option<(String, Owed)>,
+    owed: VecDeque<Owed>,
     /// Lines that arrived when no reply was awaited, or were no reply at all.
     pub stray: Vec<String>,
 }
@@ -122,6 +143,8 @@ impl<W: Write> Agi<W> {
             parser: ReplyParser::default(),
             hung_up: false,
             signal: None,
+            running: None,
+            owed: VecDeque::new(),
             stray: Vec::new(),
         }
     }
@@ -152,6 +175,16 @@ impl<W: Write> Agi<W> {
     /// The signal receiver (SIGHUP, SIGTERM, SIGINT numbers).
     pub fn hangups(&self) -> &Receiver<i32> {
         &self.hangups
+    }
+
+    /// True while a sent command's reply is still awaited.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Replies still owed by interrupted commands.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
     }
 
     /// Reads the environment header: lines up to the empty line, with a deadline. A malformed
@@ -185,9 +218,15 @@ impl<W: Write> Agi<W> {
         }
     }
 
-    /// Writes a command without waiting (the reply is read with [`Agi::next_reply`]).
-    pub fn send(&mut self, cmd: &Command) -> Result<(), AgiError> {
-        self.writer.send(cmd)
+    /// Sends a command whose reply is read later ([`Agi::accept_line`] or
+    /// [`Agi::wait_running`]). A command still running is interrupted by it.
+    pub fn start(&mut self, cmd: &Command) -> Result<(), AgiError> {
+        if let Some((_, owed)) = self.running.take() {
+            self.owed.push_back(owed);
+        }
+        self.writer.send(cmd)?;
+        self.running = Some((cmd.to_string().trim_end().to_string(), Owed::of(cmd)));
+        Ok(())
     }
 
     /// Feeds one raw line; returns a reply when the line completes one.
@@ -207,9 +246,32 @@ impl<W: Write> Agi<W> {
         }
     }
 
-    /// Waits for the next complete reply until `deadline`. SIGHUP meanwhile shortens the wait
-    /// to [`DEAD_REPLY_TIMEOUT`] (Asterisk answers a running command at once on hangup).
-    pub fn next_reply(&mut self, command: &str, deadline: Instant) -> Result<Reply, AgiError> {
+    /// Feeds one raw line; returns the running command's reply when the line completes it.
+    /// Replies owed by interrupted commands are matched and dropped first.
+    pub fn accept_line(&mut self, line: &str) -> Option<Reply> {
+        let r = self.feed_line(line)?;
+        while let Some(front) = self.owed.pop_front() {
+            match front {
+                Owed::Reply => return None,
+                Owed::MaybeEndpos => {
+                    if matches!(r, Reply::Success { endpos: Some(_), .. }) {
+                        return None; // the interrupted prompt had just ended by itself
+                    }
+                }
+            }
+        }
+        if self.running.take().is_some() {
+            Some(r)
+        } else {
+            self.stray.push(format!("{r:?}"));
+            None
+        }
+    }
+
+    /// Waits for the running command's reply until `deadline`. SIGHUP meanwhile shortens the
+    /// wait to [`DEAD_REPLY_TIMEOUT`] (Asterisk answers a running command at once on hangup).
+    pub fn wait_running(&mut self, deadline: Instant) -> Result<Reply, AgiError> {
+        let command = self.running.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
         let started = Instant::now();
         let mut deadline = deadline;
         if self.hung_up {
@@ -221,27 +283,27 @@ impl<W: Write> Agi<W> {
             select! {
                 recv(self.lines) -> ev => match ev.unwrap_or(LineEvent::Eof) {
                     LineEvent::Line(l) => {
-                        if let Some(r) = self.feed_line(&l) {
+                        if let Some(r) = self.accept_line(&l) {
                             return Ok(r);
                         }
                     }
-                    LineEvent::Eof | LineEvent::Error(_) => return Err(AgiError::Eof(command.to_string())),
+                    LineEvent::Eof | LineEvent::Error(_) => return Err(AgiError::Eof(command)),
                 },
                 recv(hangups) -> sig => {
                     self.on_signal(sig.ok());
                     deadline = deadline.min(Instant::now() + DEAD_REPLY_TIMEOUT);
                 }
                 recv(after(wait)) -> _ => {
-                    return Err(AgiError::Timeout { command: command.to_string(), after: started.elapsed() });
+                    self.running = None;
+                    return Err(AgiError::Timeout { command, after: started.elapsed() });
                 }
             }
         }
     }
 
-    /// One command, then its reply, within `timeout`.
+    /// One command, then its reply, within `timeout` (interrupting a running command).
     pub fn call(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, AgiError> {
-        self.send(cmd)?;
-        let name = cmd.to_string();
-        self.next_reply(name.trim_end(), Instant::now() + timeout)
+        self.start(cmd)?;
+        self.wait_running(Instant::now() + timeout)
     }
 }

@@ -35,7 +35,7 @@ pub fn quote_limited(value: &str, max: usize) -> String {
         let piece: &str = match ch {
             '\\' => "\\\\",
             '"' => "\\\"",
-            c if c.is_control() => " ",
+            c if c.is_control() && c != '\t' => " ",
             _ => {
                 let mut buf = [0u8; 4];
                 let s = ch.encode_utf8(&mut buf);

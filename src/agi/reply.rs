@@ -90,7 +90,11 @@ fn parse_success(rest: &str) -> Option<Reply> {
     } else {
         Some(num.parse::<i64>().ok()?)
     };
-    let mut tail = after[num_end..].trim_start();
+    let rest = &after[num_end..];
+    if !(rest.is_empty() || rest.starts_with([' ', '\r'])) {
+        return None;
+    }
+    let mut tail = rest.trim_start();
     let mut endpos = None;
     // `endpos=` comes last; the data may itself contain `)` and spaces.
     if let Some(idx) = tail.rfind("endpos=") {

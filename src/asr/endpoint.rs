@@ -65,16 +65,29 @@ pub struct SpeechTracker {
 }
 
 impl SpeechTracker {
-    /// Starts listening at media time `listen_start` (ms).
+    /// Starts listening at media time `listen_start` (ms); `f64::INFINITY` holds the
+    /// no-input timer back until [`SpeechTracker::start_timers`] (a prompt is playing).
     pub fn new(timers: Timers, listen_start: f64) -> Self {
         SpeechTracker {
             timers,
             listen_start,
             candidate_start: None,
             candidate_voiced: 0.0,
-            last_voiced_end: listen_start,
+            last_voiced_end: if listen_start.is_finite() { listen_start } else { 0.0 },
             speech_start: None,
         }
+    }
+
+    /// Starts the no-input timer at media time `now` (the prompt has finished).
+    pub fn start_timers(&mut self, now: f64) {
+        if !self.listen_start.is_finite() {
+            self.listen_start = now;
+        }
+    }
+
+    /// Voiced milliseconds in the current speech (since the onset candidate began).
+    pub fn voiced_ms(&self) -> f64 {
+        self.candidate_voiced
     }
 
     /// One frame `[start, start + len)` in media ms, voiced or not. Returns `true` on the
@@ -92,6 +105,7 @@ impl SpeechTracker {
         }
         self.last_voiced_end = start + len;
         if self.speech_start.is_some() {
+            self.candidate_voiced += len;
             return false;
         }
         let cand = *self.candidate_start.get_or_insert(start);
@@ -251,6 +265,25 @@ mod tests {
         assert_eq!(t.check(400.0 + 499.0), None);
         assert_eq!(t.check(400.0 + 500.0), Some(EndReason::EndOfSpeech));
         assert!((t.until_next(600.0) - 300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn timers_held_until_the_prompt_ends() {
+        let mut t = SpeechTracker::new(timers(), f64::INFINITY);
+        feed(&mut t, 0.0, 5000.0, false);
+        assert_eq!(t.check(5000.0), None);
+        t.start_timers(5000.0);
+        assert_eq!(t.check(5999.0), None);
+        assert_eq!(t.check(6000.0), Some(EndReason::NoInput));
+    }
+
+    #[test]
+    fn voiced_time_grows_for_barge_in() {
+        let mut t = SpeechTracker::new(timers(), f64::INFINITY);
+        feed(&mut t, 0.0, 100.0, true);
+        assert!(t.speech_start().is_some());
+        feed(&mut t, 100.0, 200.0, true);
+        assert!((t.voiced_ms() - 200.0).abs() < 1e-9);
     }
 
     #[test]

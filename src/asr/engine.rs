@@ -46,20 +46,37 @@ pub struct WordInfo {
     pub end: f32,
 }
 
+/// One n-best alternative.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alternative {
+    pub text: String,
+    /// libvosk's unnormalised score (a negative total cost: higher is better).
+    pub score: f32,
+    /// The score turned into a share of the n-best list (softmax), 0-1.
+    pub share: f32,
+}
+
 /// The final transcript of one utterance (possibly several Vosk segments joined).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Transcript {
     pub text: String,
     pub words: Vec<WordInfo>,
+    /// N-best alternatives, best first, when asked for (`--alternatives`).
+    pub alternatives: Vec<Alternative>,
 }
 
 impl Transcript {
-    /// Mean word confidence (the published `ASR_CONFIDENCE`), `None` without words.
+    /// The published `ASR_CONFIDENCE`: the mean of the words' posteriors (Kaldi's MBR word
+    /// confidences); with n-best on, libvosk gives no word confidences, so the best
+    /// alternative's share of the n-best list is used instead. `None` without either.
     pub fn confidence(&self) -> Option<f32> {
-        if self.words.is_empty() {
+        if !self.words.is_empty() {
+            return Some(self.words.iter().map(|w| w.conf).sum::<f32>() / self.words.len() as f32);
+        }
+        if self.text.is_empty() {
             return None;
         }
-        Some(self.words.iter().map(|w| w.conf).sum::<f32>() / self.words.len() as f32)
+        self.alternatives.first().map(|a| a.share)
     }
 
     fn append(&mut self, text: &str, words: Vec<WordInfo>) {
@@ -74,6 +91,15 @@ impl Transcript {
     }
 }
 
+/// Per-recognizer options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineOptions {
+    /// Normalized phrases (already checked against the vocabulary); `None` is free speech.
+    pub grammar: Option<Vec<String>>,
+    /// N-best size; 0 is off.
+    pub alternatives: u16,
+}
+
 /// A recognizer over a loaded model, with the block accumulator and optional resampler.
 pub struct Engine {
     rec: Recognizer,
@@ -86,13 +112,23 @@ pub struct Engine {
 
 impl Engine {
     /// A recognizer for audio at `audio_rate`; resamples when the model cannot take it.
-    pub fn new(model: &Model, info: &ModelInfo, audio_rate: u32) -> Result<Engine, AsrError> {
+    pub fn new(model: &Model, info: &ModelInfo, audio_rate: u32, opts: &EngineOptions) -> Result<Engine, AsrError> {
         let (feed_rate, resample) = info.feed_rate(audio_rate);
-        let mut rec = Recognizer::new(model, feed_rate as f32).ok_or_else(|| AsrError::Recognizer {
+        let rec = match &opts.grammar {
+            Some(phrases) if info.runtime_grammar => {
+                let args = super::grammar::vosk_grammar_args(phrases)?;
+                Recognizer::new_with_grammar(model, feed_rate as f32, &args)
+            }
+            _ => Recognizer::new(model, feed_rate as f32),
+        };
+        let mut rec = rec.ok_or_else(|| AsrError::Recognizer {
             dir: info.dir.display().to_string(),
             rate: feed_rate,
         })?;
         rec.set_words(true);
+        if opts.alternatives > 0 {
+            rec.set_max_alternatives(opts.alternatives);
+        }
         let resampler = if resample {
             Some(Resampler::new(audio_rate, feed_rate, block_len(audio_rate))?)
         } else {
@@ -162,7 +198,15 @@ impl Engine {
 
     fn take_segment(&mut self, last: bool) {
         let res = if last { self.rec.final_result() } else { self.rec.result() };
-        if let Some(single) = res.single() {
+        let single = match res {
+            vosk::CompleteResult::Single(s) => s,
+            vosk::CompleteResult::Multiple(m) => {
+                let alts: Vec<(String, f32)> = m.alternatives.iter().map(|a| (a.text.trim().to_string(), a.confidence)).collect();
+                self.take_alternatives(alts);
+                return;
+            }
+        };
+        {
             let words = single
                 .result
                 .iter()
@@ -178,6 +222,26 @@ impl Engine {
         }
     }
 
+    fn take_alternatives(&mut self, alts: Vec<(String, f32)>) {
+        let Some((top, _)) = alts.first().cloned() else { return };
+        if top.is_empty() && alts.len() == 1 {
+            return; // an empty segment (silence) keeps the alternatives already found
+        }
+        let prefix = self.transcript.text.clone();
+        let max = alts.iter().map(|a| a.1).fold(f32::MIN, f32::max);
+        let sum: f32 = alts.iter().map(|a| (a.1 - max).exp()).sum();
+        let join = |t: &str| match (prefix.is_empty(), t.is_empty()) {
+            (true, _) => t.to_string(),
+            (false, true) => prefix.clone(),
+            (false, false) => format!("{prefix} {t}"),
+        };
+        self.transcript.alternatives = alts
+            .iter()
+            .map(|(t, sc)| Alternative { text: join(t), score: *sc, share: (sc - max).exp() / sum })
+            .collect();
+        self.transcript.append(&top, Vec::new());
+    }
+
     /// Flushes libvosk and returns everything recognized.
     pub fn finish(mut self) -> Transcript {
         self.take_segment(true);
@@ -191,8 +255,8 @@ impl Engine {
 }
 
 /// The direct-libvosk baseline: the same engine and blocks, no ring, no threads, no AGI.
-pub fn transcribe_samples(model: &Model, info: &ModelInfo, rate: u32, samples: &[i16]) -> Result<Transcript, AsrError> {
-    let mut engine = Engine::new(model, info, rate)?;
+pub fn transcribe_samples(model: &Model, info: &ModelInfo, rate: u32, samples: &[i16], opts: &EngineOptions) -> Result<Transcript, AsrError> {
+    let mut engine = Engine::new(model, info, rate, opts)?;
     for block in samples.chunks(block_len(rate)) {
         engine.accept(block)?;
     }

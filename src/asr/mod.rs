@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod engine;
+pub mod grammar;
 pub mod model;
 pub mod recognizer;
 
@@ -33,6 +34,9 @@ pub enum AsrError {
     /// libvosk rejected audio (a sample-rate mismatch makes every chunk fail).
     #[error("libvosk rejected audio at {rate} Hz: {reason}")]
     Decode { rate: u32, reason: String },
+    /// The grammar cannot be given to libvosk.
+    #[error("grammar: {0}")]
+    Grammar(String),
     /// Writing the `--record` file failed.
     #[error("recording to {path}: {reason}")]
     Record { path: String, reason: String },

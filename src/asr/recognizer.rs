@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use super::endpoint::{EndReason, SpeechTracker, Timers, VoiceDetector};
-use super::engine::{block_len, load_model, Engine};
+use super::engine::{block_len, load_model, Engine, EngineOptions};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioReader;
@@ -30,15 +30,23 @@ pub struct RecognizerConfig {
     pub timers: Timers,
     pub vad_mode: u8,
     pub record: Option<PathBuf>,
+    /// Grammar phrases (normalized) and n-best size.
+    pub engine: EngineOptions,
+    /// Voiced audio that counts as barge-in (stops a prompt).
+    pub barge_min: Duration,
 }
 
 /// Reports to the controller.
 #[derive(Debug)]
 pub enum Event {
     /// The model is loaded and decoding starts.
-    ModelLoaded { load: Duration, resampling: bool },
+    ModelLoaded { load: Duration, resampling: bool, cpu_s: f64 },
     /// Speech onset confirmed, at this media time (ms).
     SpeechStarted { at_ms: f64 },
+    /// Speech has lasted the barge-in minimum: time to stop the prompt.
+    BargeIn { at_ms: f64 },
+    /// Grammar words the model does not know (logged by the controller).
+    OutOfVocabulary(Vec<String>),
     /// Listening ended.
     Done(Box<Outcome>),
     /// Something failed; the call ends with ERROR.
@@ -48,7 +56,15 @@ pub enum Event {
 /// Messages from the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// Stop now (hangup): finish the recording and return without a result.
+    /// Start a listening attempt. `drain` drops audio buffered so far (prompt-time audio
+    /// with barge-in off, or the audio between attempts); `timers` starts the no-input
+    /// timer now (otherwise at [`Control::StartTimers`], when the prompt has finished).
+    Start { drain: bool, timers: bool },
+    /// The prompt finished: the no-input timer starts now.
+    StartTimers,
+    /// Abandon the attempt (DTMF won, or a hangup) without a result.
+    Abandon,
+    /// Stop for good: finish the recording and end the thread.
     Stop,
 }
 
@@ -108,151 +124,258 @@ fn fault_injected() -> bool {
     std::env::var("ASR_BRIDGE_FAULT").is_ok_and(|v| v == "recognizer-panic")
 }
 
-fn run(cfg: RecognizerConfig, mut audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
-    let (model, load) = load_model(&cfg.model)?;
+struct Stream {
+    audio: AudioReader,
+    vad: VoiceDetector,
+    recorder: Option<Recorder>,
+    record_path: String,
+    rate: u32,
+    block: usize,
+    frame: usize,
+    frame_buf: Vec<i16>,
+    chunk: Vec<i16>,
+    /// Samples taken from the ring (fed or drained), the media clock's audio part.
+    samples: u64,
+    // DTX accounting: wall time with no audio arriving, beyond DTX_GRACE, counts as silence.
+    dtx_total: f64,
+    gap_extra: f64,
+    gap_anchor: u64,
+}
+
+impl Stream {
+    fn ms_per_sample(&self) -> f64 {
+        1000.0 / self.rate as f64
+    }
+
+    fn media(&self) -> f64 {
+        self.samples as f64 * self.ms_per_sample() + self.dtx_total + self.gap_extra
+    }
+
+    /// Accounts DTX time while the ring is empty; true when fd 3 is gone for good.
+    fn starved(&mut self) -> bool {
+        let last = self.audio.stats.last_data_ns.load(Ordering::Acquire);
+        if last != self.gap_anchor {
+            self.dtx_total += self.gap_extra;
+            self.gap_anchor = last;
+        }
+        let now_ns = self.audio.t0.elapsed().as_nanos() as u64;
+        let idle_ms = (now_ns.saturating_sub(last) as f64) / 1e6;
+        self.gap_extra = (idle_ms - DTX_GRACE.as_secs_f64() * 1000.0).max(0.0);
+        let gone = self.audio.stats.eof.load(Ordering::Acquire) || self.audio.stats.failed.load(Ordering::Acquire);
+        gone && self.audio.consumer.slots() == 0
+    }
+
+    /// Drops what the ring holds (it still counts on the media clock).
+    fn drain(&mut self) {
+        let n = self.audio.consumer.slots();
+        if let Ok(c) = self.audio.consumer.read_chunk(n) {
+            c.commit_all();
+        }
+        self.samples += (n + self.frame_buf.len()) as u64;
+        self.frame_buf.clear();
+    }
+
+    /// Moves samples from the ring into the frame buffer; true when a whole frame is ready.
+    fn fill_frame(&mut self) -> bool {
+        let avail = self.audio.consumer.slots();
+        if avail == 0 {
+            return false;
+        }
+        let want = avail.min(self.frame - self.frame_buf.len());
+        if let Ok(c) = self.audio.consumer.read_chunk(want) {
+            let (a, b) = c.as_slices();
+            self.chunk[..a.len()].copy_from_slice(a);
+            self.chunk[a.len()..a.len() + b.len()].copy_from_slice(b);
+            c.commit_all();
+            self.frame_buf.extend_from_slice(&self.chunk[..want]);
+        }
+        self.frame_buf.len() >= self.frame
+    }
+
+    fn feed(&mut self, engine: &mut Engine, block: &[i16]) -> Result<(), AsrError> {
+        if let Some(r) = self.recorder.as_mut() {
+            for s in block {
+                r.write_sample(*s).map_err(|e| AsrError::Record {
+                    path: self.record_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        engine.accept(block)
+    }
+
+    fn finish_recording(&mut self) -> Result<(), AsrError> {
+        if let Some(r) = self.recorder.take() {
+            r.finalize().map_err(|e| AsrError::Record {
+                path: self.record_path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
+    let (mut model, load) = load_model(&cfg.model)?;
     let rate = cfg.audio_rate;
-    let mut engine = Engine::new(&model, &cfg.model, rate)?;
-    let _ = events.send(Event::ModelLoaded {
-        load,
-        resampling: engine.resampling(),
-    });
+    let mut engine_opts = cfg.engine.clone();
+    if let Some(phrases) = engine_opts.grammar.take() {
+        let (kept, oov) = super::grammar::check_vocabulary(&mut model, &phrases);
+        if !oov.is_empty() {
+            let _ = events.send(Event::OutOfVocabulary(oov));
+        }
+        if cfg.model.runtime_grammar {
+            // Never hand libvosk an empty list (it segfaults): refuse it here instead.
+            super::grammar::vosk_grammar_args(&kept)?;
+        }
+        engine_opts.grammar = Some(kept);
+    }
+    let cpu_s = crate::log::rusage().0;
+    let mut first = Some(Engine::new(&model, &cfg.model, rate, &engine_opts)?);
+    let resampling = first.as_ref().is_some_and(Engine::resampling);
+    let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s });
     if fault_injected() {
         panic!("fault injected by ASR_BRIDGE_FAULT");
     }
-    let mut vad = VoiceDetector::new(rate, cfg.vad_mode).ok_or_else(|| AsrError::Decode {
+    let vad = VoiceDetector::new(rate, cfg.vad_mode).ok_or_else(|| AsrError::Decode {
         rate,
         reason: "the VAD takes 8, 16, 32 or 48 kHz audio only".into(),
     })?;
-    let mut recorder: Option<Recorder> = match &cfg.record {
+    let record_path = cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let recorder: Option<Recorder> = match &cfg.record {
         Some(p) => Some(hound::WavWriter::create(p, mono16_spec(rate)).map_err(|e| AsrError::Record {
-            path: p.display().to_string(),
+            path: record_path.clone(),
             reason: e.to_string(),
         })?),
         None => None,
     };
     let _ = audio.waker.set(std::thread::current());
-
     let block = block_len(rate);
     let frame = vad.frame_len();
-    let ms_per_sample = 1000.0 / rate as f64;
-    let mut pending: Vec<i16> = Vec::with_capacity(block);
-    let mut frame_buf: Vec<i16> = Vec::with_capacity(frame);
-    let mut tracker = SpeechTracker::new(cfg.timers, 0.0);
-    let mut samples: u64 = 0;
-    // DTX accounting: wall time with no audio arriving, beyond DTX_GRACE, counts as silence.
-    let mut dtx_total = 0.0f64;
-    let mut gap_extra = 0.0f64;
-    let mut gap_anchor = 0u64;
-    let mut chunk = vec![0i16; block];
-
-    let reason = loop {
-        if let Ok(Control::Stop) = control.try_recv() {
-            if let Some(r) = recorder.take() {
-                let _ = r.finalize();
-            }
-            return Ok(());
+    let mut st = Stream {
+        audio,
+        vad,
+        recorder,
+        record_path,
+        rate,
+        block,
+        frame,
+        frame_buf: Vec::with_capacity(frame),
+        chunk: vec![0i16; frame],
+        samples: 0,
+        dtx_total: 0.0,
+        gap_extra: 0.0,
+        gap_anchor: 0,
+    };
+    loop {
+        // Wait for the next attempt; audio keeps arriving in the ring meanwhile.
+        let (drain, timers) = match control.recv() {
+            Ok(Control::Start { drain, timers }) => (drain, timers),
+            Ok(Control::StartTimers | Control::Abandon) => continue,
+            Ok(Control::Stop) | Err(_) => return st.finish_recording(),
+        };
+        if drain {
+            st.drain();
         }
-        let avail = audio.consumer.slots();
-        if avail > 0 {
-            let want = avail.min(frame - frame_buf.len()).min(chunk.len());
-            let got = match audio.consumer.read_chunk(want) {
-                Ok(c) => {
-                    let (a, b) = c.as_slices();
-                    chunk[..a.len()].copy_from_slice(a);
-                    chunk[a.len()..a.len() + b.len()].copy_from_slice(b);
-                    c.commit_all();
-                    want
-                }
-                Err(_) => 0,
-            };
-            frame_buf.extend_from_slice(&chunk[..got]);
-            if frame_buf.len() < frame {
-                continue;
+        let engine = match first.take() {
+            Some(e) => e,
+            None => Engine::new(&model, &cfg.model, rate, &engine_opts)?,
+        };
+        match attempt(&cfg, &mut st, engine, timers, events, control)? {
+            AttemptEnd::Outcome(o) => {
+                let _ = events.send(Event::Done(o));
             }
-            // One full VAD frame.
-            let start = samples as f64 * ms_per_sample + dtx_total + gap_extra;
-            let voiced = vad.is_voice(&frame_buf);
-            if tracker.frame(start, frame as f64 * ms_per_sample, voiced) {
+            AttemptEnd::Abandoned => {}
+            AttemptEnd::Stopped => return st.finish_recording(),
+        }
+    }
+}
+
+enum AttemptEnd {
+    Outcome(Box<Outcome>),
+    Abandoned,
+    Stopped,
+}
+
+fn attempt(
+    cfg: &RecognizerConfig,
+    st: &mut Stream,
+    mut engine: Engine,
+    timers_now: bool,
+    events: &Sender<Event>,
+    control: &Receiver<Control>,
+) -> Result<AttemptEnd, AsrError> {
+    let mut pending: Vec<i16> = Vec::with_capacity(st.block);
+    // Until the timers start (the prompt is playing), the no-input timer is held back.
+    let far = f64::INFINITY;
+    let mut tracker = SpeechTracker::new(cfg.timers, if timers_now { st.media() } else { far });
+    let mut barged = false;
+    let reason = loop {
+        match control.try_recv() {
+            Ok(Control::Stop) => return Ok(AttemptEnd::Stopped),
+            Ok(Control::Abandon) => return Ok(AttemptEnd::Abandoned),
+            Ok(Control::StartTimers) => tracker.start_timers(st.media()),
+            _ => {}
+        }
+        if st.fill_frame() {
+            let start = st.media();
+            let len = st.frame as f64 * st.ms_per_sample();
+            let voiced = st.vad.is_voice(&st.frame_buf);
+            if tracker.frame(start, len, voiced) {
                 let _ = events.send(Event::SpeechStarted {
                     at_ms: tracker.speech_start().unwrap_or(start),
                 });
             }
-            samples += frame as u64;
-            pending.extend_from_slice(&frame_buf);
-            frame_buf.clear();
-            if pending.len() >= block {
-                feed(&mut engine, &mut recorder, &pending[..block], &cfg)?;
-                pending.drain(..block);
+            if !barged && tracker.speech_start().is_some() && tracker.voiced_ms() >= cfg.barge_min.as_secs_f64() * 1000.0 {
+                barged = true;
+                let _ = events.send(Event::BargeIn { at_ms: start + len });
             }
-        } else {
-            // Ring empty: account DTX time, then sleep until audio or the next timer.
-            let last = audio.stats.last_data_ns.load(Ordering::Acquire);
-            if last != gap_anchor {
-                dtx_total += gap_extra;
-                gap_anchor = last;
+            st.samples += st.frame as u64;
+            pending.extend_from_slice(&st.frame_buf);
+            st.frame_buf.clear();
+            if pending.len() >= st.block {
+                let b: Vec<i16> = pending.drain(..st.block).collect();
+                st.feed(&mut engine, &b)?;
             }
-            let now_ns = audio.t0.elapsed().as_nanos() as u64;
-            let idle_ms = (now_ns.saturating_sub(last) as f64) / 1e6;
-            gap_extra = (idle_ms - DTX_GRACE.as_secs_f64() * 1000.0).max(0.0);
-            if audio.stats.eof.load(Ordering::Acquire) || audio.stats.failed.load(Ordering::Acquire) {
-                if audio.consumer.slots() == 0 {
-                    break EndReason::AudioClosed;
-                }
-                continue;
-            }
+        } else if st.audio.consumer.slots() == 0 && st.starved() {
+            break EndReason::AudioClosed;
         }
-        let media = samples as f64 * ms_per_sample + dtx_total + gap_extra;
+        let media = st.media();
         if let Some(r) = tracker.check(media) {
             break r;
         }
-        if audio.consumer.slots() == 0 {
+        if st.audio.consumer.slots() == 0 {
             let wait = tracker.until_next(media).clamp(1.0, 20.0);
             std::thread::park_timeout(Duration::from_micros((wait * 1000.0) as u64));
         }
     };
     let decided_at = Instant::now();
     // The partial frame and block left over are the last audio consumed.
-    samples += frame_buf.len() as u64;
-    pending.extend_from_slice(&frame_buf);
+    st.samples += st.frame_buf.len() as u64;
+    pending.extend_from_slice(&st.frame_buf);
+    st.frame_buf.clear();
     let mut left = &pending[..];
     while !left.is_empty() {
-        let n = left.len().min(block);
-        feed(&mut engine, &mut recorder, &left[..n], &cfg)?;
+        let n = left.len().min(st.block);
+        st.feed(&mut engine, &left[..n])?;
         left = &left[n..];
     }
-    if let Some(r) = recorder.take() {
-        r.finalize().map_err(|e| AsrError::Record {
-            path: cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
+    if let Some(r) = st.recorder.as_mut() {
+        let _ = r.flush();
     }
     let t = Instant::now();
     let transcript = engine.finish();
     let finalize_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let media = samples as f64 * ms_per_sample + dtx_total + gap_extra;
-    let outcome = Outcome {
+    Ok(AttemptEnd::Outcome(Box::new(Outcome {
         reason,
         transcript,
         speech_start_ms: tracker.speech_start(),
         speech_end_ms: tracker.speech_start().map(|_| tracker.last_voiced_end()),
-        samples,
-        media_ms: media,
-        dtx_ms: dtx_total + gap_extra,
+        samples: st.samples,
+        media_ms: st.media(),
+        dtx_ms: st.dtx_total + st.gap_extra,
         finalize_ms,
         decided_at: Some(decided_at),
-    };
-    let _ = events.send(Event::Done(Box::new(outcome)));
-    Ok(())
+    })))
 }
 
-fn feed(engine: &mut Engine, recorder: &mut Option<Recorder>, block: &[i16], cfg: &RecognizerConfig) -> Result<(), AsrError> {
-    if let Some(r) = recorder.as_mut() {
-        for s in block {
-            r.write_sample(*s).map_err(|e| AsrError::Record {
-                path: cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                reason: e.to_string(),
-            })?;
-        }
-    }
-    engine.accept(block)
-}

@@ -69,6 +69,10 @@ pub struct SimOptions {
     pub echo: bool,
     /// Reply to nothing after this many commands (a host that stops answering).
     pub stop_replying_after: Option<usize>,
+    /// Hang up the moment a command starting with this text arrives, before running it.
+    pub hangup_on_command: Option<String>,
+    /// SIGHUPs sent at the hangup (AGIEXITONHANGUP=yes makes Asterisk send two).
+    pub sighups: u32,
 }
 
 impl SimOptions {
@@ -95,6 +99,8 @@ impl SimOptions {
             max_wall: Duration::from_secs(60),
             echo: false,
             stop_replying_after: None,
+            hangup_on_command: None,
+            sighups: 1,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct SimResult {
     pub killed: bool,
     /// Commands the child sent.
     pub commands: usize,
+    /// Unix time (ms) of the spawn, to compare with the child's own start instant.
+    pub spawn_unix_ms: f64,
 }
 
 enum Running {
@@ -170,6 +178,8 @@ struct Host {
     dead: bool,
     running: Option<Running>,
     digits: Vec<(Instant, char)>,
+    /// A SIGHUP is owed to the child (sent by the loop, which knows the pid).
+    kill_hup: u32,
 }
 
 impl Host {
@@ -216,6 +226,11 @@ impl Host {
             Some(Running::StreamFile { .. }) => {} // stopped, and no reply at all
             Some(Running::WaitForDigit { .. }) => self.reply("200 result=1"),
             None => {}
+        }
+        if let Some(prefix) = self.opts.hangup_on_command.clone() {
+            if line.starts_with(&prefix) && !self.dead {
+                self.hangup();
+            }
         }
         let args = parse_args(line);
         if args.is_empty() {
@@ -276,6 +291,7 @@ impl Host {
             return;
         }
         self.dead = true;
+        self.kill_hup = self.opts.sighups;
         self.res.hangup_ms = Some(self.ms());
         self.log(Dir::Event, "hangup: SIGHUP to the child; stdin and fd 3 stay open");
         match self.running.take() {
@@ -405,6 +421,10 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         }
     }
     let start = Instant::now();
+    let spawn_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
     let mut child: Child = cmd.spawn()?;
     drop(audio_r); // the child has it; the host keeps only the write end, as Asterisk does
     let stdin = child.stdin.take().expect("piped stdin");
@@ -434,10 +454,12 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             mark_written_ms: None,
             killed: false,
             commands: 0,
+            spawn_unix_ms,
         },
         dead: false,
         running: None,
         digits,
+        kill_hup: 0,
         opts,
     };
     let hdr = header(&host.opts);
@@ -481,7 +503,6 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         if let Some(h) = hangup_at {
             if now >= h && !host.dead {
                 host.hangup();
-                let _ = kill(pid, Signal::SIGHUP);
             }
         }
         if let Some(c) = close_at {
@@ -489,6 +510,9 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
                 audio_w = None;
                 host.log(Dir::Event, "fd 3 write end closed");
             }
+        }
+        for _ in 0..std::mem::take(&mut host.kill_hup) {
+            let _ = kill(pid, Signal::SIGHUP);
         }
         host.tick_running(now);
         while now >= next_frame {
@@ -549,6 +573,9 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             let ms = timeout.as_millis().min(20) as u16;
             let _ = poll(&mut fds, PollTimeout::from(ms));
             read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
+            for _ in 0..std::mem::take(&mut host.kill_hup) {
+                let _ = kill(pid, Signal::SIGHUP);
+            }
         } else {
             std::thread::sleep(timeout.max(Duration::from_millis(1)));
         }

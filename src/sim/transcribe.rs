@@ -46,7 +46,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
         let (cpu0, _) = rusage();
         let t = Instant::now();
-        let tr = transcribe_samples(&model, &info, rate, &samples).map_err(|e| e.to_string())?;
+        let tr = transcribe_samples(&model, &info, rate, &samples, &Default::default()).map_err(|e| e.to_string())?;
         let (cpu1, rss) = rusage();
         Ok(json!({
             "text": tr.text,
