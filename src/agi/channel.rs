@@ -307,3 +307,107 @@ impl<W: Write> Agi<W> {
         self.wait_running(Instant::now() + timeout)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::Sender;
+
+    fn agi() -> (Agi<Vec<u8>>, Sender<LineEvent>, Sender<i32>) {
+        let (ltx, lrx) = unbounded();
+        let (stx, srx) = unbounded();
+        (Agi::new(Vec::new(), lrx, srx), ltx, stx)
+    }
+
+    fn line(tx: &Sender<LineEvent>, l: &str) {
+        tx.send(LineEvent::Line(l.into())).unwrap();
+    }
+
+    const T: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn interrupted_stream_file_gives_no_reply() {
+        let (mut agi, tx, _s) = agi();
+        agi.start(&Command::StreamFile { file: "menu".into(), escape_digits: String::new() }).unwrap();
+        line(&tx, "200 result=1"); // the reply to SET VARIABLE; STREAM FILE printed nothing
+        let r = agi.call(&Command::SetVariable { name: "A".into(), value: "b".into() }, T).unwrap();
+        assert_eq!(r.result(), Some(1));
+        assert_eq!(agi.owed(), 0);
+    }
+
+    #[test]
+    fn late_endpos_reply_of_a_prompt_that_just_ended_is_dropped() {
+        let (mut agi, tx, _s) = agi();
+        agi.start(&Command::StreamFile { file: "menu".into(), escape_digits: String::new() }).unwrap();
+        line(&tx, "200 result=0 endpos=64000");
+        line(&tx, "200 result=53");
+        agi.start(&Command::WaitForDigit { timeout_ms: 5000 }).unwrap();
+        let r = agi.wait_running(Instant::now() + T).unwrap();
+        assert_eq!(r.result(), Some(53), "the key belongs to WAIT FOR DIGIT, not the prompt");
+    }
+
+    #[test]
+    fn interrupted_wait_for_digit_owes_result_1() {
+        let (mut agi, tx, _s) = agi();
+        agi.start(&Command::WaitForDigit { timeout_ms: 5000 }).unwrap();
+        line(&tx, "200 result=1");
+        line(&tx, "200 result=0 (slin16)");
+        let r = agi.call(&Command::GetVariable { name: "X".into() }, T).unwrap();
+        assert_eq!(r.data(), Some("slin16"));
+    }
+
+    #[test]
+    fn a_reply_that_never_comes_times_out() {
+        let (mut agi, _tx, _s) = agi();
+        let e = agi.call(&Command::Noop, Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, AgiError::Timeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn sighup_shortens_the_wait() {
+        let (mut agi, _tx, s) = agi();
+        s.send(libc::SIGHUP).unwrap();
+        let t = Instant::now();
+        assert!(agi.call(&Command::Noop, Duration::from_secs(10)).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(agi.hung_up());
+        assert_eq!(agi.signal(), Some(libc::SIGHUP));
+    }
+
+    #[test]
+    fn usage_block_and_stray_lines() {
+        let (mut agi, tx, _s) = agi();
+        line(&tx, "HANGUP");
+        line(&tx, "520-Invalid command syntax.  Proper usage follows:");
+        line(&tx, " Usage: SET VARIABLE");
+        line(&tx, "520 End of proper usage.");
+        let r = agi.call(&Command::SetVariable { name: "A".into(), value: "b".into() }, T).unwrap();
+        assert_eq!(r, Reply::Usage(vec![" Usage: SET VARIABLE".into()]));
+        assert_eq!(agi.stray, vec!["HANGUP".to_string()]);
+    }
+
+    #[test]
+    fn epipe_is_an_error_not_a_panic() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (_ltx, lrx) = unbounded();
+        let (_stx, srx) = unbounded();
+        let mut agi = Agi::new(Closed, lrx, srx);
+        assert!(matches!(agi.call(&Command::Noop, T), Err(AgiError::Write { .. })));
+    }
+
+    #[test]
+    fn header_then_eof() {
+        let (mut agi, tx, _s) = agi();
+        line(&tx, "agi_request: x");
+        tx.send(LineEvent::Eof).unwrap();
+        assert!(matches!(agi.read_header(T), Err(AgiError::HeaderEof(1))));
+    }
+}

@@ -154,7 +154,7 @@ pub struct SimResult {
 }
 
 enum Running {
-    StreamFile { ends: Instant, started: Instant, rate: u32 },
+    StreamFile { ends: Instant, started: Instant, rate: u32, escape: String },
     WaitForDigit { ends: Option<Instant> },
 }
 
@@ -259,7 +259,7 @@ impl Host {
             ["STREAM", "FILE", _, _] | ["STREAM", "FILE", _, _, _] => match self.opts.sounds.get(&args[2]).copied() {
                 Some(d) => {
                     let now = Instant::now();
-                    self.running = Some(Running::StreamFile { ends: now + d.div_f64(self.opts.speed), started: now, rate: 8000 });
+                    self.running = Some(Running::StreamFile { ends: now + d.div_f64(self.opts.speed), started: now, rate: 8000, escape: args[3].clone() });
                 }
                 None => self.reply("200 result=-1 endpos=0"),
             },
@@ -321,17 +321,21 @@ impl Host {
                     self.log(Dir::Event, &format!("DTMF {key}"));
                     self.reply(&format!("200 result={}", key as u32));
                 }
-                Some(Running::StreamFile { started, rate, .. }) => {
-                    self.running = None;
-                    self.log(Dir::Event, &format!("DTMF {key} (not an escape digit: ignored by STREAM FILE)"));
-                    // Keep playing: put it back as a plain stream.
-                    self.running = Some(Running::StreamFile { ends: now, started, rate });
+                Some(Running::StreamFile { started, rate, ref escape, .. }) => {
+                    if escape.contains(key) {
+                        self.running = None;
+                        self.log(Dir::Event, &format!("DTMF {key} (an escape digit: the prompt stops)"));
+                        let pos = (started.elapsed().as_secs_f64() * self.opts.speed * rate as f64) as u64;
+                        self.reply(&format!("200 result={} endpos={pos}", key as u32));
+                    } else {
+                        self.log(Dir::Event, &format!("DTMF {key} (not an escape digit: ignored)"));
+                    }
                 }
                 None => self.log(Dir::Event, &format!("DTMF {key} while idle: lost")),
             }
         }
         match self.running {
-            Some(Running::StreamFile { ends, started, rate }) if now >= ends => {
+            Some(Running::StreamFile { ends, started, rate, .. }) if now >= ends => {
                 self.running = None;
                 let pos = (started.elapsed().as_secs_f64() * self.opts.speed * rate as f64) as u64;
                 self.reply(&format!("200 result=0 endpos={pos}"));
@@ -560,8 +564,8 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         }
         // Wait for output from the child, or the next frame / timer.
         let mut wake = next_frame;
-        if let Some(Running::StreamFile { ends, .. }) = host.running {
-            wake = wake.min(ends);
+        if let Some(Running::StreamFile { ends, .. }) = &host.running {
+            wake = wake.min(*ends);
         }
         if let Some(Running::WaitForDigit { ends: Some(ends) }) = host.running {
             wake = wake.min(ends);
