@@ -65,3 +65,92 @@ speech ko-long-8k.wav         8000  "$TXT_LONG"    0.3 1.0 -3 0
 
 "${SOX[@]}" -n "${FMT[@]}" -r 8000 "$OUT/silence-3s-8k.wav" trim 0 3
 "${SOX[@]}" -n "${FMT[@]}" -r 8000 "$OUT/noise-2s-8k.wav" synth 2 whitenoise vol 0.02
+
+# ---------------------------------------------------------------------------
+# manifest.json
+# ---------------------------------------------------------------------------
+# "recognized" = vosk FinalResult() text when the whole file is fed in
+# 1600-sample chunks at the file's own rate, with a fresh recognizer as the
+# FIRST recognition in a fresh process (vosk results for this model vary
+# slightly with what the process decoded before, so one process per file).
+recognize() {
+  "$VOSK_PYTHON" - "$VOSK_MODEL" "$1" <<'PY'
+import json, sys, wave, vosk
+vosk.SetLogLevel(-1)
+model = vosk.Model(sys.argv[1])
+w = wave.open(sys.argv[2], "rb")
+r = vosk.KaldiRecognizer(model, w.getframerate())
+r.SetWords(True)
+while True:
+    d = w.readframes(1600)
+    if not d:
+        break
+    r.AcceptWaveform(d)
+print(json.loads(r.FinalResult()).get("text", ""))
+PY
+}
+
+# name|kind|text
+ENTRIES=(
+  "ko-hello-8k.wav|speech|$TXT_HELLO"
+  "ko-hello-16k.wav|speech|$TXT_HELLO"
+  "ko-hello-quiet-8k.wav|speech|$TXT_HELLO"
+  "ko-numbers-8k.wav|speech|$TXT_NUMBERS"
+  "ko-weather-8k.wav|speech|$TXT_WEATHER"
+  "ko-long-8k.wav|speech|$TXT_LONG"
+  "silence-3s-8k.wav|silence|"
+  "noise-2s-8k.wav|noise|"
+)
+
+: > "$TMP/entries"
+for e in "${ENTRIES[@]}"; do
+  IFS='|' read -r name kind text <<<"$e"
+  rec=""
+  have_rec=0
+  if [[ -n "${VOSK_PYTHON:-}" && -n "${VOSK_MODEL:-}" ]]; then
+    rec="$(recognize "$OUT/$name")"
+    have_rec=1
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$text" "$have_rec" "$rec" >>"$TMP/entries"
+done
+
+python3 - "$OUT" "$TMP/entries" <<'PY'
+import json, math, os, struct, sys, wave
+out, entries = sys.argv[1], sys.argv[2]
+mpath = os.path.join(out, "manifest.json")
+old = {}
+if os.path.exists(mpath):
+    try:
+        old = {o["file"]: o for o in json.load(open(mpath, encoding="utf-8"))}
+    except Exception:
+        old = {}
+
+def bounds(path):
+    w = wave.open(path, "rb")
+    sr, n = w.getframerate(), w.getnframes()
+    s = struct.unpack("<%dh" % n, w.readframes(n))
+    fl = sr // 50  # 20 ms
+    loud = []
+    for i in range(0, n - fl + 1, fl):
+        fr = s[i:i + fl]
+        loud.append(math.sqrt(sum(x * x for x in fr) / fl) > 0.01 * 32768)
+    if not any(loud):
+        return sr, None, None
+    first = loud.index(True)
+    last = len(loud) - 1 - loud[::-1].index(True)
+    return sr, round(first * 0.02, 2), round((last + 1) * 0.02, 2)
+
+res = []
+for line in open(entries, encoding="utf-8"):
+    name, kind, text, have_rec, rec = line.rstrip("\n").split("\t")
+    sr, start, end = bounds(os.path.join(out, name))
+    if have_rec != "1":
+        rec = old.get(name, {}).get("recognized", "")
+    res.append({"file": name, "text": text, "language": "ko", "rate": sr,
+                "speech_start_s": start, "speech_end_s": end,
+                "kind": kind, "recognized": rec})
+with open(mpath, "w", encoding="utf-8") as f:
+    json.dump(res, f, ensure_ascii=False, indent=2)
+    f.write("\n")
+PY
+echo "wrote $(ls "$OUT"/*.wav | wc -l) WAVs and $OUT/manifest.json" >&2

@@ -34,7 +34,7 @@ pub enum ConfigError {
 
 /// The raw flags, exactly as the dialplan passes them: `EAGI(asr_bridge,--end-silence=700ms)`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "asr_bridge", version, about = "Offline speech recognition for the Asterisk dialplan (EAGI + Vosk)")]
+#[command(name = "asr_bridge", version, args_override_self = true, about = "Offline speech recognition for the Asterisk dialplan (EAGI + Vosk)")]
 pub struct CallArgs {
     /// Vosk model directory.
     #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = DEFAULT_MODEL)]

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{after, bounded, never, select, unbounded, Receiver, Sender};
 use serde::Serialize;
 use serde_json::json;
 
@@ -175,6 +175,25 @@ impl Verdict {
             }
         }
         nomatch(self)
+    }
+}
+
+/// DTMF input in progress.
+#[derive(Debug, Default)]
+struct Keys {
+    active: bool,
+    digits: String,
+}
+
+impl Keys {
+    /// Takes one key of DTMF input; the attempt ends at the terminator or the last digit.
+    fn take(&mut self, key: char, menu: &MenuConfig) -> Option<AttemptEnd> {
+        self.active = true;
+        if Some(key) == menu.dtmf_terminator {
+            return Some(AttemptEnd::Dtmf(std::mem::take(&mut self.digits)));
+        }
+        self.digits.push(key);
+        (self.digits.len() >= menu.dtmf_max_digits as usize).then(|| AttemptEnd::Dtmf(std::mem::take(&mut self.digits)))
     }
 }
 
@@ -353,6 +372,28 @@ impl<W: Write> Call<W> {
         }
     }
 
+    /// Samples read from fd 3 so far: "now" on the audio stream.
+    fn stream_pos(&self) -> u64 {
+        self.audio_stats.as_ref().map(|s| s.samples_in.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Samples the recognizer has processed.
+    fn decoded_pos(&self) -> u64 {
+        self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Events taken early (while deciding a key) that end the attempt or only inform.
+    fn on_event(&mut self, ev: Event, speech: &mut bool) -> Option<AttemptEnd> {
+        match ev {
+            Event::SpeechStarted { .. } => *speech = true,
+            Event::Done(o) => return Some(AttemptEnd::Outcome(o)),
+            Event::Failed(e) => return Some(AttemptEnd::Verdict(Verdict::error(e.to_string()))),
+            Event::OutOfVocabulary(w) => log_line!("grammar words not in the model's vocabulary: {}", w.join(", ")),
+            Event::ModelLoaded { .. } | Event::BargeIn { .. } => {}
+        }
+        None
+    }
+
     /// The whole menu: attempts with prompts, barge-in, DTMF and retries.
     fn menu(&mut self, config: &Config, events: &Receiver<Event>, control: &Sender<Control>) -> Verdict {
         let menu = &config.menu;
@@ -392,13 +433,19 @@ impl<W: Write> Call<W> {
         let first = n == 0;
         let mut prompts: std::collections::VecDeque<String> = prompts.into();
         let prompting = !prompts.is_empty();
-        if !prompting || menu.barge_in {
-            let _ = control.send(Control::Start { drain: !first, timers: !prompting });
+        let mut recognizing = !prompting || menu.barge_in;
+        if recognizing {
+            let drain_to = (!first).then(|| self.stream_pos());
+            let _ = control.send(Control::Start { drain_to, timers: !prompting });
         }
+        // A key whose fate waits for the recognizer to reach the moment it was pressed:
+        // speech that started before the key wins (key, decision position in samples).
+        let mut pending_keys: std::collections::VecDeque<(char, u64)> = Default::default();
+        let min_speech_samples = (config.timers.min_speech.as_secs_f64() * self.report.rate.unwrap_or(8000) as f64) as u64;
         let mut phase_prompt = prompting;
         let mut speech = false;
-        let mut digits = String::new();
-        let mut dtmf_active = false;
+        let mut keys = Keys::default();
+        let mut early_events: std::collections::VecDeque<Event> = Default::default();
         let escape = if menu.dtmf { "0123456789*#" } else { "" };
         let t = &config.timers;
         let listen_budget = t.no_input + t.max_duration + t.end_silence + Duration::from_secs(30);
@@ -419,10 +466,12 @@ impl<W: Write> Call<W> {
                         Some(file) => Some(Command::StreamFile { file, escape_digits: escape.into() }),
                         None => {
                             phase_prompt = false;
+                            let at = self.stream_pos();
                             if menu.barge_in {
-                                let _ = control.send(Control::StartTimers);
-                            } else {
-                                let _ = control.send(Control::Start { drain: true, timers: true });
+                                let _ = control.send(Control::StartTimers { at });
+                            } else if !keys.active {
+                                recognizing = true;
+                                let _ = control.send(Control::Start { drain_to: Some(at), timers: true });
                             }
                             None
                         }
@@ -432,7 +481,7 @@ impl<W: Write> Call<W> {
                 };
                 let cmd = cmd.or_else(|| {
                     (!phase_prompt && menu.dtmf).then(|| Command::WaitForDigit {
-                        timeout_ms: if dtmf_active { menu.dtmf_timeout.as_millis() as i64 } else { 30_000 },
+                        timeout_ms: if keys.active { menu.dtmf_timeout.as_millis() as i64 } else { 30_000 },
                     })
                 });
                 if let Some(cmd) = cmd {
@@ -441,8 +490,43 @@ impl<W: Write> Call<W> {
                     }
                 }
             }
+            // Keys waiting for the recognizer: once it has decoded past them, speech that
+            // started first wins; otherwise the key starts DTMF input.
+            while let Some(&(key, need)) = pending_keys.front() {
+                if self.decoded_pos() < need && !keys.active {
+                    break;
+                }
+                while let Ok(ev) = events.try_recv() {
+                    if let Event::SpeechStarted { .. } = ev {
+                        speech = true;
+                    } else {
+                        early_events.push_back(ev);
+                    }
+                }
+                pending_keys.pop_front();
+                if speech && !keys.active {
+                    log_line!("key {key} ignored: speech started first");
+                    continue;
+                }
+                if !keys.active {
+                    let _ = control.send(Control::Abandon);
+                    log_line!("DTMF input started with {key}");
+                }
+                if let Some(end) = keys.take(key, menu) {
+                    return end;
+                }
+            }
             let wait = deadline.saturating_duration_since(Instant::now());
+            let tick = if pending_keys.is_empty() { never() } else { after(Duration::from_millis(10)) };
+            let early = early_events.pop_front();
+            if let Some(ev) = early {
+                if let Some(end) = self.on_event(ev, &mut speech) {
+                    return end;
+                }
+                continue;
+            }
             select! {
+                recv(tick) -> _ => {}
                 recv(events) -> ev => match ev {
                     Ok(Event::ModelLoaded { load, resampling, cpu_s }) => {
                         self.report.cpu_at_load_s = Some(cpu_s);
@@ -456,12 +540,12 @@ impl<W: Write> Call<W> {
                         log_line!("speech started at {at_ms:.0} ms");
                     }
                     Ok(Event::BargeIn { at_ms }) => {
-                        if phase_prompt && menu.barge_in && !dtmf_active {
+                        if phase_prompt && menu.barge_in && !keys.active {
                             log_line!("barge-in at {at_ms:.0} ms: stopping the prompt");
                             self.report.barge_in_ms.get_or_insert(self.ms());
                             phase_prompt = false;
                             prompts.clear();
-                            let _ = control.send(Control::StartTimers);
+                            let _ = control.send(Control::StartTimers { at: self.stream_pos() });
                             // The next command stops STREAM FILE (no reply for it).
                             let next = if menu.dtmf { Command::WaitForDigit { timeout_ms: 30_000 } } else { Command::Noop };
                             if let Err(e) = self.agi.start(&next) {
@@ -511,32 +595,32 @@ impl<W: Write> Call<W> {
                     }
                     if result == 0 {
                         // A prompt file ended, or WAIT FOR DIGIT expired.
-                        if dtmf_active && !phase_prompt {
-                            let _ = control.send(Control::Abandon);
-                            return AttemptEnd::Dtmf(digits);
+                        if keys.active && !phase_prompt {
+                            return AttemptEnd::Dtmf(std::mem::take(&mut keys.digits));
                         }
                         continue;
                     }
                     let Some(key) = u32::try_from(result).ok().and_then(char::from_u32).filter(|c| "0123456789*#ABCD".contains(*c)) else {
                         continue; // result=1 of an interrupted WAIT FOR DIGIT reaches here only if unowed
                     };
-                    if speech && !dtmf_active {
-                        log_line!("key {key} ignored: speech started first");
-                        continue;
-                    }
-                    if !dtmf_active {
-                        dtmf_active = true;
+                    if phase_prompt {
+                        // An escape digit has stopped the prompt.
                         phase_prompt = false;
                         prompts.clear();
-                        let _ = control.send(Control::Abandon);
-                        log_line!("DTMF input started with {key}");
+                        if recognizing {
+                            let _ = control.send(Control::StartTimers { at: self.stream_pos() });
+                        }
                     }
-                    if Some(key) == menu.dtmf_terminator {
-                        return AttemptEnd::Dtmf(digits);
-                    }
-                    digits.push(key);
-                    if digits.len() >= menu.dtmf_max_digits as usize {
-                        return AttemptEnd::Dtmf(digits);
+                    if !keys.active && recognizing {
+                        // Decide once decoding has reached the key's moment plus an onset.
+                        pending_keys.push_back((key, self.stream_pos() + min_speech_samples));
+                    } else {
+                        if !keys.active {
+                            log_line!("DTMF input started with {key}");
+                        }
+                        if let Some(end) = keys.take(key, menu) {
+                            return end;
+                        }
                     }
                 }
                 recv(after(wait)) -> _ => {

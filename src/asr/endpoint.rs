@@ -62,6 +62,7 @@ pub struct SpeechTracker {
     candidate_voiced: f64,
     last_voiced_end: f64,
     speech_start: Option<f64>,
+    prompt_min_speech: f64,
 }
 
 impl SpeechTracker {
@@ -75,7 +76,13 @@ impl SpeechTracker {
             candidate_voiced: 0.0,
             last_voiced_end: if listen_start.is_finite() { listen_start } else { 0.0 },
             speech_start: None,
+            prompt_min_speech: 0.0,
         }
+    }
+
+    /// The voiced time needed for an onset while the timers are held (a prompt plays).
+    pub fn set_prompt_min_speech(&mut self, d: Duration) {
+        self.prompt_min_speech = d.as_secs_f64() * 1000.0;
     }
 
     /// Starts the no-input timer at media time `now` (the prompt has finished).
@@ -110,7 +117,11 @@ impl SpeechTracker {
         }
         let cand = *self.candidate_start.get_or_insert(start);
         self.candidate_voiced += len;
-        if self.candidate_voiced >= self.timers.min_speech.as_secs_f64() * 1000.0 {
+        let mut need = self.timers.min_speech.as_secs_f64() * 1000.0;
+        if start < self.listen_start {
+            need = need.max(self.prompt_min_speech); // the prompt is still playing
+        }
+        if self.candidate_voiced >= need {
             self.speech_start = Some(cand);
             return true;
         }
@@ -184,6 +195,13 @@ impl VoiceDetector {
             vad: Vad::new_with_rate_and_mode(sr, mode),
             frame: (rate * FRAME_MS / 1000) as usize,
         })
+    }
+
+    /// How long WebRTC's VAD keeps saying "voice" after the sound stops (its hangover),
+    /// measured on an 8 kHz noise burst (test `vad_hangover_is_as_documented`). Durations
+    /// that must reflect the sound itself (barge-in) add it back.
+    pub fn hangover(mode: u8) -> Duration {
+        Duration::from_millis(if mode >= 2 { 120 } else { 160 })
     }
 
     /// Samples per frame.
@@ -278,12 +296,39 @@ mod tests {
     }
 
     #[test]
+    fn during_a_prompt_a_short_burst_is_no_onset() {
+        let mut t = SpeechTracker::new(timers(), f64::INFINITY);
+        t.set_prompt_min_speech(Duration::from_millis(200));
+        feed(&mut t, 0.0, 120.0, true);
+        feed(&mut t, 120.0, 600.0, false);
+        assert_eq!(t.speech_start(), None);
+        feed(&mut t, 600.0, 820.0, true);
+        assert_eq!(t.speech_start(), Some(600.0));
+    }
+
+    #[test]
     fn voiced_time_grows_for_barge_in() {
         let mut t = SpeechTracker::new(timers(), f64::INFINITY);
         feed(&mut t, 0.0, 100.0, true);
         assert!(t.speech_start().is_some());
         feed(&mut t, 100.0, 200.0, true);
         assert!((t.voiced_ms() - 200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn vad_hangover_is_as_documented() {
+        for mode in 0..4u8 {
+            let mut v = VoiceDetector::new(8000, mode).unwrap();
+            let mut samples: Vec<i16> = vec![0; 4000];
+            let mut x: u32 = 12345;
+            for _ in 0..960 {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                samples.push(((x >> 16) as i16) / 3);
+            }
+            samples.extend(std::iter::repeat_n(0, 8000));
+            let voiced = samples.chunks(160).filter(|c| v.is_voice(c)).count() as u64;
+            assert_eq!(voiced * 20, 120 + VoiceDetector::hangover(mode).as_millis() as u64, "mode {mode}");
+        }
     }
 
     #[test]

@@ -56,12 +56,14 @@ pub enum Event {
 /// Messages from the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// Start a listening attempt. `drain` drops audio buffered so far (prompt-time audio
-    /// with barge-in off, or the audio between attempts); `timers` starts the no-input
-    /// timer now (otherwise at [`Control::StartTimers`], when the prompt has finished).
-    Start { drain: bool, timers: bool },
-    /// The prompt finished: the no-input timer starts now.
-    StartTimers,
+    /// Start a listening attempt. `drain_to` drops audio up to that stream position (in
+    /// samples, as counted by the fd 3 reader when the controller decided): prompt-time audio
+    /// with barge-in off, or audio between attempts. `timers` starts the no-input timer at
+    /// the attempt's start (otherwise at [`Control::StartTimers`], when the prompt ends).
+    /// Positions, not "now", because the recognizer may still be working through a backlog.
+    Start { drain_to: Option<u64>, timers: bool },
+    /// The prompt finished at this stream position: the no-input timer starts there.
+    StartTimers { at: u64 },
     /// Abandon the attempt (DTMF won, or a hangup) without a result.
     Abandon,
     /// Stop for good: finish the recording and end the thread.
@@ -165,14 +167,27 @@ impl Stream {
         gone && self.audio.consumer.slots() == 0
     }
 
-    /// Drops what the ring holds (it still counts on the media clock).
-    fn drain(&mut self) {
-        let n = self.audio.consumer.slots();
-        if let Ok(c) = self.audio.consumer.read_chunk(n) {
+    /// Drops audio up to stream position `to` (it still counts on the media clock).
+    fn drain_to(&mut self, to: u64) {
+        let partial = self.frame_buf.len() as u64;
+        self.samples += partial;
+        self.frame_buf.clear();
+        let want = to.saturating_sub(self.samples).min(self.audio.consumer.slots() as u64) as usize;
+        if let Ok(c) = self.audio.consumer.read_chunk(want) {
             c.commit_all();
         }
-        self.samples += (n + self.frame_buf.len()) as u64;
-        self.frame_buf.clear();
+        self.samples += want as u64;
+        self.publish();
+    }
+
+    /// Media time (ms) of stream position `pos`, on this stream's clock.
+    fn media_at(&self, pos: u64) -> f64 {
+        self.media() + (pos as f64 - self.samples as f64) * self.ms_per_sample()
+    }
+
+    /// Tells the controller how far decoding has got.
+    fn publish(&self) {
+        self.audio.stats.consumed.store(self.samples, Ordering::Release);
     }
 
     /// Moves samples from the ring into the frame buffer; true when a whole frame is ready.
@@ -269,13 +284,13 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
     };
     loop {
         // Wait for the next attempt; audio keeps arriving in the ring meanwhile.
-        let (drain, timers) = match control.recv() {
-            Ok(Control::Start { drain, timers }) => (drain, timers),
-            Ok(Control::StartTimers | Control::Abandon) => continue,
+        let (drain_to, timers) = match control.recv() {
+            Ok(Control::Start { drain_to, timers }) => (drain_to, timers),
+            Ok(Control::StartTimers { .. } | Control::Abandon) => continue,
             Ok(Control::Stop) | Err(_) => return st.finish_recording(),
         };
-        if drain {
-            st.drain();
+        if let Some(to) = drain_to {
+            st.drain_to(to);
         }
         let engine = match first.take() {
             Some(e) => e,
@@ -309,12 +324,16 @@ fn attempt(
     // Until the timers start (the prompt is playing), the no-input timer is held back.
     let far = f64::INFINITY;
     let mut tracker = SpeechTracker::new(cfg.timers, if timers_now { st.media() } else { far });
+    // While the prompt plays, speech must last the barge-in minimum to count at all, so a
+    // cough does not start (and then end) an utterance over the prompt.
+    let barge_min = cfg.barge_min + VoiceDetector::hangover(cfg.vad_mode);
+    tracker.set_prompt_min_speech(barge_min);
     let mut barged = false;
     let reason = loop {
         match control.try_recv() {
             Ok(Control::Stop) => return Ok(AttemptEnd::Stopped),
             Ok(Control::Abandon) => return Ok(AttemptEnd::Abandoned),
-            Ok(Control::StartTimers) => tracker.start_timers(st.media()),
+            Ok(Control::StartTimers { at }) => tracker.start_timers(st.media_at(at)),
             _ => {}
         }
         if st.fill_frame() {
@@ -326,11 +345,12 @@ fn attempt(
                     at_ms: tracker.speech_start().unwrap_or(start),
                 });
             }
-            if !barged && tracker.speech_start().is_some() && tracker.voiced_ms() >= cfg.barge_min.as_secs_f64() * 1000.0 {
+            if !barged && tracker.speech_start().is_some() && tracker.voiced_ms() >= barge_min.as_secs_f64() * 1000.0 {
                 barged = true;
                 let _ = events.send(Event::BargeIn { at_ms: start + len });
             }
             st.samples += st.frame as u64;
+            st.publish();
             pending.extend_from_slice(&st.frame_buf);
             st.frame_buf.clear();
             if pending.len() >= st.block {

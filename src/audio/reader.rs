@@ -50,6 +50,8 @@ pub struct AudioStats {
     pub failed: AtomicBool,
     /// Pipe size after F_SETPIPE_SZ (0 when it could not be read).
     pub pipe_size: AtomicU64,
+    /// Stream position the recognizer has processed (samples), written by the recognizer.
+    pub consumed: AtomicU64,
 }
 
 /// The consumer side handed to the recognizer thread.
