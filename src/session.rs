@@ -293,7 +293,7 @@ pub fn run_eagi<W: Write>(
     if config.answer {
         match call.command(&Command::Answer, config.reply_timeout) {
             Ok(_) => {}
-            Err(v) => return call.finish(v, Some(&config)),
+            Err(v) => return call.finish(*v, Some(&config)),
         }
     }
     let rate = match config.rate {
@@ -301,7 +301,7 @@ pub fn run_eagi<W: Write>(
         None => {
             let reply = match call.command(&Command::GetVariable { name: "EAGI_AUDIO_FORMAT".into() }, config.reply_timeout) {
                 Ok(r) => r,
-                Err(v) => return call.finish(v, Some(&config)),
+                Err(v) => return call.finish(*v, Some(&config)),
             };
             let name = if reply.result() == Some(1) { reply.data().map(str::to_string) } else { None };
             match rate_for_eagi_format(name.as_deref()) {
@@ -347,20 +347,20 @@ impl<W: Write> Call<W> {
     }
 
     /// One command and its reply; a failure becomes the verdict to finish with.
-    fn command(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, Verdict> {
+    fn command(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, Box<Verdict>> {
         match self.agi.call(cmd, timeout) {
-            Ok(Reply::DeadChannel) => Err(Verdict::hangup()),
+            Ok(Reply::DeadChannel) => Err(Box::new(Verdict::hangup())),
             Ok(r) if self.agi.hung_up() => {
                 log_line!("{} -> {:?} after a signal", cmd.name(), r);
-                Err(self.signal_verdict())
+                Err(Box::new(self.signal_verdict()))
             }
             Ok(r @ Reply::Success { .. }) => Ok(r),
-            Ok(r) => Err(Verdict::error(format!("Asterisk refused `{}`: {r:?}", cmd.to_string().trim_end()))),
+            Ok(r) => Err(Box::new(Verdict::error(format!("Asterisk refused `{}`: {r:?}", cmd.to_string().trim_end())))),
             Err(e) if self.agi.hung_up() => {
                 log_line!("{e} after a signal");
-                Err(self.signal_verdict())
+                Err(Box::new(self.signal_verdict()))
             }
-            Err(e) => Err(Verdict::error(e.to_string())),
+            Err(e) => Err(Box::new(Verdict::error(e.to_string()))),
         }
     }
 
@@ -480,7 +480,7 @@ impl<W: Write> Call<W> {
                     None
                 };
                 let cmd = cmd.or_else(|| {
-                    (!phase_prompt && menu.dtmf).then(|| Command::WaitForDigit {
+                    (!phase_prompt && menu.dtmf).then_some(Command::WaitForDigit {
                         timeout_ms: if keys.active { menu.dtmf_timeout.as_millis() as i64 } else { 30_000 },
                     })
                 });

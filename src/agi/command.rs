@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn variable_names() {
         assert!(valid_variable_name("ASR_TEXT"));
-        assert!(valid_variable_name("HASH(asr,text)") == false); // comma is not allowed
+        assert!(!valid_variable_name("HASH(asr,text)")); // comma is not allowed
         assert!(!valid_variable_name("A B"));
         assert!(!valid_variable_name(""));
     }

@@ -63,6 +63,7 @@ pub struct SpeechTracker {
     last_voiced_end: f64,
     speech_start: Option<f64>,
     prompt_min_speech: f64,
+    hangover: f64,
 }
 
 impl SpeechTracker {
@@ -77,7 +78,14 @@ impl SpeechTracker {
             last_voiced_end: if listen_start.is_finite() { listen_start } else { 0.0 },
             speech_start: None,
             prompt_min_speech: 0.0,
+            hangover: 0.0,
         }
+    }
+
+    /// The VAD's hangover: voiced frames it reports after the sound has stopped. The end of
+    /// speech is placed that much before the last voiced frame's end.
+    pub fn set_vad_hangover(&mut self, d: Duration) {
+        self.hangover = d.as_secs_f64() * 1000.0;
     }
 
     /// The voiced time needed for an onset while the timers are held (a prompt plays).
@@ -133,9 +141,11 @@ impl SpeechTracker {
         self.speech_start
     }
 
-    /// Media time (ms) where the last voiced frame ended.
+    /// Media time (ms) where speech last ended: the last voiced frame's end less the VAD's
+    /// hangover (never before the onset).
     pub fn last_voiced_end(&self) -> f64 {
-        self.last_voiced_end
+        let end = self.last_voiced_end - self.hangover;
+        self.speech_start.map_or(end, |s| end.max(s))
     }
 
     /// The timer decision at media time `now` (ms).
@@ -147,7 +157,7 @@ impl SpeechTracker {
                 (!in_onset && now - self.listen_start >= ms(self.timers.no_input)).then_some(EndReason::NoInput)
             }
             Some(s) => {
-                if now - self.last_voiced_end >= ms(self.timers.end_silence) {
+                if now - self.last_voiced_end() >= ms(self.timers.end_silence) {
                     Some(EndReason::EndOfSpeech)
                 } else if now - s >= ms(self.timers.max_duration) {
                     Some(EndReason::MaxDuration)
@@ -163,7 +173,7 @@ impl SpeechTracker {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let t = match self.speech_start {
             None => self.listen_start + ms(self.timers.no_input) - now,
-            Some(s) => (self.last_voiced_end + ms(self.timers.end_silence)).min(s + ms(self.timers.max_duration)) - now,
+            Some(s) => (self.last_voiced_end() + ms(self.timers.end_silence)).min(s + ms(self.timers.max_duration)) - now,
         };
         t.max(0.0)
     }
@@ -257,6 +267,16 @@ mod tests {
         feed(&mut t, 1200.0, 1680.0, false);
         assert_eq!(t.check(1680.0), None);
         assert_eq!(t.check(1700.0), Some(EndReason::EndOfSpeech));
+    }
+
+    #[test]
+    fn hangover_is_taken_off_the_trailing_silence() {
+        let mut t = SpeechTracker::new(timers(), 0.0);
+        t.set_vad_hangover(Duration::from_millis(120));
+        feed(&mut t, 0.0, 1000.0, true); // 880 ms of sound plus 120 ms of hangover
+        assert_eq!(t.last_voiced_end(), 880.0);
+        assert_eq!(t.check(1379.0), None);
+        assert_eq!(t.check(1380.0), Some(EndReason::EndOfSpeech));
     }
 
     #[test]

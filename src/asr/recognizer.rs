@@ -328,6 +328,7 @@ fn attempt(
     // cough does not start (and then end) an utterance over the prompt.
     let barge_min = cfg.barge_min + VoiceDetector::hangover(cfg.vad_mode);
     tracker.set_prompt_min_speech(barge_min);
+    tracker.set_vad_hangover(VoiceDetector::hangover(cfg.vad_mode));
     let mut barged = false;
     let reason = loop {
         match control.try_recv() {

@@ -61,8 +61,10 @@ pub struct SimOptions {
     pub child_stderr: Option<PathBuf>,
     /// Save every byte written to fd 3 here.
     pub audio_out: Option<PathBuf>,
-    /// Record when the frame holding this second of the WAV was written.
+    /// Record when the frame holding this second of the WAV was written (end of speech).
     pub mark_s: Option<f64>,
+    /// The same for a second moment (speech onset, for barge-in timing).
+    pub onset_s: Option<f64>,
     /// Kill the child with SIGKILL after this wall time.
     pub max_wall: Duration,
     /// Print the dialogue as it happens.
@@ -96,6 +98,7 @@ impl SimOptions {
             child_stderr: None,
             audio_out: None,
             mark_s: None,
+            onset_s: None,
             max_wall: Duration::from_secs(60),
             echo: false,
             stop_replying_after: None,
@@ -145,6 +148,7 @@ pub struct SimResult {
     pub audio_bytes_written: u64,
     pub first_frame_ms: Option<f64>,
     pub mark_written_ms: Option<f64>,
+    pub onset_written_ms: Option<f64>,
     /// The child had to be killed (it hung).
     pub killed: bool,
     /// Commands the child sent.
@@ -456,6 +460,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             audio_bytes_written: 0,
             first_frame_ms: None,
             mark_written_ms: None,
+            onset_written_ms: None,
             killed: false,
             commands: 0,
             spawn_unix_ms,
@@ -477,6 +482,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
     let frame_dur = Duration::from_millis(20).div_f64(host.opts.speed);
     let lead_frames = (host.opts.lead_silence.as_secs_f64() * 50.0).round() as usize;
     let mark_frame = host.opts.mark_s.map(|s| lead_frames + (s * host.opts.rate as f64) as usize / frame);
+    let onset_frame = host.opts.onset_s.map(|s| lead_frames + (s * host.opts.rate as f64) as usize / frame);
     let hangup_at = host.opts.hangup_at.map(|d| host.call_time(d));
     let close_at = host.opts.close_audio_at.map(|d| host.call_time(d));
     let mut audio_w = Some(audio_w);
@@ -554,6 +560,9 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
                     }
                     if Some(frame_no - 1) == mark_frame {
                         host.res.mark_written_ms = Some(host.ms());
+                    }
+                    if Some(frame_no - 1) == onset_frame {
+                        host.res.onset_written_ms = Some(host.ms());
                     }
                     if let Some(l) = audio_log.as_mut() {
                         l.write_all(&bytes[..n])?;
