@@ -16,7 +16,21 @@ EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
 BIN          := target/debug/asr_bridge
 DEMO_WAV     ?= test-audio/ko-hello-8k.wav
 
-.PHONY: all deps libvosk model model-en build demo test lint bench clean
+.PHONY: all deps libvosk model model-en build release demo test lint bench install uninstall clean
+
+# Installation (make install): PREFIX, DESTDIR and the Asterisk AGI directory are variables.
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+AGIDIR       ?= /var/lib/asterisk/agi-bin
+INSTALL_BIN  ?= target/release/asr_bridge
+BINDIR       := $(PREFIX)/bin
+PKGLIBDIR    := $(PREFIX)/lib/asr_bridge
+MANDIR       := $(PREFIX)/share/man/man1
+BASHCOMPDIR  := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR   := $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR  := $(PREFIX)/share/fish/vendor_completions.d
+INSTALLED    := $(BINDIR)/asr_bridge $(PKGLIBDIR)/libvosk.so $(AGIDIR)/asr_bridge $(MANDIR)/asr_bridge.1 \
+                $(BASHCOMPDIR)/asr_bridge $(ZSHCOMPDIR)/_asr_bridge $(FISHCOMPDIR)/asr_bridge.fish
 
 all: build
 
@@ -58,6 +72,29 @@ model-en:
 
 build: $(LIBVOSK)
 	cargo build
+
+release: $(LIBVOSK)
+	cargo build --release
+
+# The binary finds libvosk through its rpath ($$ORIGIN/../lib/asr_bridge): no LD_LIBRARY_PATH.
+# The AGI directory gets a relative symlink, so a DESTDIR tree is right once packaged too.
+install: $(LIBVOSK)
+	@if [ ! -x $(INSTALL_BIN) ]; then cargo build --release; fi
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(AGIDIR) $(DESTDIR)$(MANDIR) \
+	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/asr_bridge
+	install -m 0644 $(LIBVOSK) $(DESTDIR)$(PKGLIBDIR)/libvosk.so
+	ln -sfr $(DESTDIR)$(BINDIR)/asr_bridge $(DESTDIR)$(AGIDIR)/asr_bridge
+	$(INSTALL_BIN) man > $(DESTDIR)$(MANDIR)/asr_bridge.1
+	$(INSTALL_BIN) completions bash > $(DESTDIR)$(BASHCOMPDIR)/asr_bridge
+	$(INSTALL_BIN) completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_asr_bridge
+	$(INSTALL_BIN) completions fish > $(DESTDIR)$(FISHCOMPDIR)/asr_bridge.fish
+	@echo "installed; check it with: $(BINDIR)/asr_bridge doctor --agi-dir=$(AGIDIR)"
+
+# Removes exactly the files install wrote (and the package's own lib directory).
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(PKGLIBDIR) 2>/dev/null
 
 demo: build model
 	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms

@@ -36,9 +36,18 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "asr_bridge", version, args_override_self = true, about = "Offline speech recognition for the Asterisk dialplan (EAGI + Vosk)")]
 pub struct CallArgs {
-    /// Vosk model directory.
-    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
+    /// Config file with defaults and profiles (default /etc/asr_bridge.toml if it exists).
+    #[arg(long, env = "ASR_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A [profile.NAME] of the config file.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Vosk model directory (wins over --models-root).
+    #[arg(long, env = "ASR_BRIDGE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// A directory of models, one per language (en, ko, ...): the call's agi_language picks one.
+    #[arg(long, env = "ASR_BRIDGE_MODELS_ROOT")]
+    pub models_root: Option<PathBuf>,
     /// No speech this long after listening starts ends with NOINPUT.
     #[arg(long, env = "ASR_BRIDGE_NO_INPUT_TIMEOUT", default_value = "5s")]
     pub no_input_timeout: String,
@@ -134,7 +143,7 @@ pub struct CallArgs {
 /// The validated options of one call.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub model: PathBuf,
+    pub model: ModelChoice,
     pub timers: Timers,
     pub rate: Option<u32>,
     pub prefix: String,
@@ -146,6 +155,52 @@ pub struct Config {
     pub load_timeout: Duration,
     pub reply_timeout: Duration,
     pub menu: MenuConfig,
+}
+
+/// Where the call's model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// `--model`, `ASR_BRIDGE_MODEL`, or the built-in default.
+    Fixed(PathBuf),
+    /// `--models-root`: a subdirectory per language.
+    ByLanguage(PathBuf),
+}
+
+impl ModelChoice {
+    /// The model directory for a call in `language` (`agi_language`). Under a models root the
+    /// rule is: the language as given (`en_US`), then its base (`en`), then `default`.
+    pub fn resolve(&self, language: Option<&str>) -> Result<PathBuf, String> {
+        let root = match self {
+            ModelChoice::Fixed(p) => return Ok(p.clone()),
+            ModelChoice::ByLanguage(r) => r,
+        };
+        let lang = language.unwrap_or("").trim();
+        let base = lang.split(['_', '-']).next().unwrap_or("");
+        let mut tried = Vec::new();
+        for cand in [lang, &lang.to_ascii_lowercase(), base, "default"] {
+            if cand.is_empty() || cand.contains(['/', '.']) || tried.contains(&cand.to_string()) {
+                continue;
+            }
+            tried.push(cand.to_string());
+            let p = root.join(cand);
+            if p.is_dir() {
+                return Ok(p);
+            }
+        }
+        let mut have: Vec<String> = std::fs::read_dir(root)
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        have.sort();
+        Err(format!(
+            "no model for language {lang:?} under {} (tried {}; found: {}): add {}/{} or {}/default",
+            root.display(),
+            tried.join(", "),
+            if have.is_empty() { "none".to_string() } else { have.join(", ") },
+            root.display(),
+            if base.is_empty() { "LANG" } else { base },
+            root.display()
+        ))
+    }
 }
 
 /// Prompts, barge-in, DTMF, grammar, choices and retries.
@@ -268,7 +323,11 @@ impl CallArgs {
         let menu = self.menu()?;
         Ok(Config {
             menu,
-            model: self.model.clone(),
+            model: match (&self.model, &self.models_root) {
+                (Some(m), _) => ModelChoice::Fixed(m.clone()),
+                (None, Some(root)) => ModelChoice::ByLanguage(root.clone()),
+                (None, None) => ModelChoice::Fixed(PathBuf::from(DEFAULT_MODEL)),
+            },
             timers,
             rate: self.rate,
             prefix: self.prefix.clone(),
@@ -359,8 +418,24 @@ mod tests {
         let c = args(&["--end-silence=700ms", "", "--no-input-timeout=3s", "--model=/m", "--answer"]).unwrap();
         assert_eq!(c.timers.end_silence, Duration::from_millis(700));
         assert_eq!(c.timers.no_input, Duration::from_secs(3));
-        assert_eq!(c.model, PathBuf::from("/m"));
+        assert_eq!(c.model, ModelChoice::Fixed(PathBuf::from("/m")));
         assert!(c.answer);
+    }
+
+    #[test]
+    fn models_by_language() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("en")).unwrap();
+        std::fs::create_dir_all(d.path().join("ko")).unwrap();
+        let m = ModelChoice::ByLanguage(d.path().to_path_buf());
+        assert_eq!(m.resolve(Some("en_US")).unwrap(), d.path().join("en"));
+        assert_eq!(m.resolve(Some("ko")).unwrap(), d.path().join("ko"));
+        let e = m.resolve(Some("de")).unwrap_err();
+        assert!(e.contains("\"de\"") && e.contains("found: en, ko"), "{e}");
+        std::fs::create_dir_all(d.path().join("default")).unwrap();
+        assert_eq!(m.resolve(Some("de")).unwrap(), d.path().join("default"));
+        assert_eq!(m.resolve(None).unwrap(), d.path().join("default"));
+        assert_eq!(ModelChoice::Fixed("/x".into()).resolve(Some("de")).unwrap(), PathBuf::from("/x"));
     }
 
     #[test]

@@ -18,5 +18,7 @@ pub mod audio;
 pub mod config;
 pub mod log;
 pub mod menu;
+pub mod profile;
+pub mod doctor;
 pub mod session;
 pub mod sim;

@@ -1,6 +1,7 @@
 //! `asr_bridge`: parse, run, exit. Without a subcommand it is the EAGI program Asterisk
 //! starts; `simulate` runs a call through the simulated host, `transcribe` is the direct
-//! libvosk baseline.
+//! libvosk baseline, `doctor` checks an installation, `man` and `completions` print the man
+//! page and shell completions.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,6 +21,31 @@ fn main() -> ExitCode {
         Some("transcribe") => {
             args.remove(0);
             return asr_bridge::sim::transcribe::main(args);
+        }
+        Some("doctor") => {
+            args.remove(0);
+            return asr_bridge::doctor::main(args);
+        }
+        Some("man") => {
+            // The man page, generated from the clap definitions (make install puts it in place).
+            let cmd = <asr_bridge::config::CallArgs as clap::CommandFactory>::command();
+            let mut out = std::io::stdout();
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Some("completions") => {
+            let shell = match args.get(1).map(|s| s.parse::<clap_complete::Shell>()) {
+                Some(Ok(s)) => s,
+                _ => {
+                    eprintln!("usage: asr_bridge completions bash|zsh|fish|elvish|powershell");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut cmd = <asr_bridge::config::CallArgs as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "asr_bridge", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
         }
         Some("-h" | "--help" | "-V" | "--version") => {
             // Only a person types this: clap prints help or the version and exits.

@@ -237,10 +237,12 @@ pub fn run_eagi<W: Write>(
     fd3: Result<(), audio::AudioError>,
     out: W, lines: Receiver<LineEvent>, signals: Receiver<i32>) -> i32 {
     // Options first (pure parsing): they say where stderr goes.
-    let parsed = CallArgs::parse_from_args(argv);
+    let parsed = crate::profile::expand(argv)
+        .map_err(|e| e.to_string())
+        .and_then(|argv| CallArgs::parse_from_args(argv).map_err(|e| format!("bad option: {}", first_line(&e.to_string()))));
     let config = match &parsed {
         Ok(a) => a.validate().map_err(|e| e.to_string()),
-        Err(e) => Err(format!("bad option: {}", first_line(&e.to_string()))),
+        Err(e) => Err(e.clone()),
     };
     let log_path = config.as_ref().ok().and_then(|c| c.log.clone());
     if let Err(e) = redirect_stderr(log_path.as_deref()) {
@@ -286,7 +288,11 @@ pub fn run_eagi<W: Write>(
     if !header.enhanced() {
         log_line!("warning: agi_enhanced is {:?}, but fd 3 is a pipe; going on", header.get("agi_enhanced"));
     }
-    let model = match model::inspect(&config.model) {
+    let model_dir = match config.model.resolve(header.language()) {
+        Ok(m) => m,
+        Err(e) => return call.finish(Verdict::error(e), Some(&config)),
+    };
+    let model = match model::inspect(&model_dir) {
         Ok(m) => m,
         Err(e) => return call.finish(Verdict::error(e.to_string()), Some(&config)),
     };

@@ -1,0 +1,214 @@
+//! `asr_bridge doctor`: the self-check for a real Asterisk box. Each check prints one line
+//! with a plain-language fix; the exit status is non-zero when something is wrong. Runs as
+//! an ordinary command (stdout is the terminal, not an AGI channel).
+
+#![allow(clippy::print_stdout)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::asr::model::inspect;
+use crate::config::{CallArgs, ModelChoice};
+use crate::profile::{config_path, ConfigFile};
+
+/// Checks an installation.
+#[derive(Debug, Parser)]
+#[command(name = "asr_bridge doctor", about = "Check libvosk, models, the AGI directory, logs and the config file")]
+pub struct DoctorArgs {
+    /// Config file (default: ASR_BRIDGE_CONFIG, then /etc/asr_bridge.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Asterisk's AGI directory.
+    #[arg(long, default_value = "/var/lib/asterisk/agi-bin")]
+    pub agi_dir: PathBuf,
+    /// The user Asterisk runs as.
+    #[arg(long, default_value = "asterisk")]
+    pub asterisk_user: String,
+    /// Also load each model with libvosk (slow: seconds per model).
+    #[arg(long)]
+    pub load: bool,
+    /// Extra model directories to check.
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+}
+
+#[derive(Default)]
+struct Report {
+    failed: usize,
+    warned: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str) {
+        println!("[ OK ] {what}");
+    }
+    fn warn(&mut self, what: &str, fix: &str) {
+        self.warned += 1;
+        println!("[WARN] {what}\n       fix: {fix}");
+    }
+    fn fail(&mut self, what: &str, fix: &str) {
+        self.failed += 1;
+        println!("[FAIL] {what}\n       fix: {fix}");
+    }
+}
+
+/// Where libvosk.so was loaded from (this process has it mapped).
+pub fn libvosk_path() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| l.split_whitespace().nth(5).filter(|p| p.ends_with("/libvosk.so")).map(str::to_string))
+}
+
+fn check_model(r: &mut Report, dir: &Path, load: bool) {
+    match inspect(dir) {
+        Err(e) => r.fail(&e.to_string(), "put a complete Vosk model there (e.g. unzip vosk-model-small-en-us-0.15) or fix the path"),
+        Ok(info) => {
+            let rate = match info.feed_rate(8000) {
+                _ if info.sample_rate == 8000 => "a narrowband (8 kHz) model: telephony audio as is".to_string(),
+                (_, true) => format!("expects {} Hz and may not upsample: the bridge resamples 8 kHz calls itself", info.sample_rate),
+                (_, false) => format!("expects {} Hz; 8 kHz calls are upsampled by Kaldi (allow-upsample)", info.sample_rate),
+            };
+            let grammar = if info.runtime_grammar { "runtime grammars: yes" } else { "runtime grammars: no (menus match the free transcript)" };
+            r.ok(&format!("model {}: {rate}; {grammar}", dir.display()));
+            if load {
+                match crate::asr::engine::load_model(&info) {
+                    Ok((_, t)) => r.ok(&format!("model {} loads in {:.1} s", dir.display(), t.as_secs_f64())),
+                    Err(e) => r.fail(&e.to_string(), "re-download the model: a file is truncated or corrupt"),
+                }
+            }
+        }
+    }
+}
+
+fn models_of(choice: &ModelChoice) -> Vec<PathBuf> {
+    match choice {
+        ModelChoice::Fixed(p) => vec![p.clone()],
+        ModelChoice::ByLanguage(root) => std::fs::read_dir(root)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_else(|_| vec![root.clone()]),
+    }
+}
+
+fn check_writable(r: &mut Report, what: &str, path: &Path) {
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            r.ok(&format!("{what} {} is writable", path.display()));
+        }
+        Err(e) => r.fail(
+            &format!("{what} {} is not writable: {e}", path.display()),
+            "create its directory and let the Asterisk user write there (chown asterisk: DIR)",
+        ),
+    }
+}
+
+fn check_agi_entry(r: &mut Report, dir: &Path, user: &str) {
+    let entry = dir.join("asr_bridge");
+    let meta = match std::fs::metadata(&entry) {
+        Ok(m) => m,
+        Err(_) => {
+            return r.fail(
+                &format!("{} does not exist (or is a dangling link)", entry.display()),
+                "run `make install` (or: ln -s /usr/local/bin/asr_bridge AGIDIR/asr_bridge)",
+            )
+        }
+    };
+    let mode = meta.permissions().mode();
+    let who = nix::unistd::User::from_name(user).ok().flatten();
+    let can_exec = match &who {
+        Some(u) if u.uid.as_raw() == 0 => mode & 0o111 != 0,
+        Some(u) if u.uid.as_raw() == meta.uid() => mode & 0o100 != 0,
+        Some(u) if u.gid.as_raw() == meta.gid() => mode & 0o010 != 0,
+        _ => mode & 0o001 != 0,
+    };
+    let target = std::fs::canonicalize(&entry).map(|p| p.display().to_string()).unwrap_or_default();
+    if !can_exec {
+        return r.fail(&format!("{} ({target}) is not executable by {user}", entry.display()), "chmod 755 the binary");
+    }
+    match who {
+        Some(_) => r.ok(&format!("{} -> {target} is executable by {user}", entry.display())),
+        None => r.warn(
+            &format!("{} -> {target} is executable by anyone, but there is no user {user} here", entry.display()),
+            "pass --asterisk-user=NAME if Asterisk runs as another user",
+        ),
+    }
+}
+
+/// Entry point of `asr_bridge doctor`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let args = match DoctorArgs::try_parse_from(std::iter::once("doctor".to_string()).chain(args)) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let mut r = Report::default();
+    match libvosk_path() {
+        Some(p) => r.ok(&format!("libvosk loaded from {p}")),
+        None => r.fail("libvosk.so is not mapped in this process", "reinstall: libvosk.so belongs in PREFIX/lib/asr_bridge/"),
+    }
+    crate::asr::engine::silence_vosk_logs();
+    let argv: Vec<String> = args.config.iter().map(|c| format!("--config={}", c.display())).collect();
+    let mut models: Vec<PathBuf> = args.model.clone();
+    let mut logs: Vec<PathBuf> = Vec::new();
+    match config_path(&argv) {
+        None => r.ok("no config file (built-in defaults and the environment apply)"),
+        Some(path) => match ConfigFile::load(&path) {
+            Err(e) => r.fail(&e.to_string(), "fix the TOML syntax"),
+            Ok(file) => {
+                let names: Vec<Option<String>> = std::iter::once(None).chain(file.profiles().into_iter().map(Some)).collect();
+                let mut ok = true;
+                for name in names {
+                    let label = name.as_deref().map(|n| format!("profile {n}")).unwrap_or("defaults".into());
+                    let parsed = file
+                        .args(name.as_deref(), &|v| std::env::var_os(v).is_some())
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| CallArgs::parse_from_args(a).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string()))
+                        .and_then(|a| a.validate().map_err(|e| e.to_string()));
+                    match parsed {
+                        Ok(c) => {
+                            models.extend(models_of(&c.model));
+                            logs.extend(c.log.clone());
+                            logs.extend(c.json_log.clone());
+                        }
+                        Err(e) => {
+                            ok = false;
+                            r.fail(&format!("{} ({label}): {e}", path.display()), "fix or remove that key");
+                        }
+                    }
+                }
+                if ok {
+                    r.ok(&format!("config {} parses (profiles: {})", path.display(), file.profiles().join(", ")));
+                }
+            }
+        },
+    }
+    if models.is_empty() {
+        let from_env = CallArgs::parse_from_args(Vec::new()).ok().and_then(|a| a.validate().ok());
+        if let Some(c) = from_env {
+            models.extend(models_of(&c.model));
+            logs.extend(c.log.clone());
+            logs.extend(c.json_log.clone());
+        }
+    }
+    models.sort();
+    models.dedup();
+    for m in &models {
+        check_model(&mut r, m, args.load);
+    }
+    logs.sort();
+    logs.dedup();
+    for l in &logs {
+        check_writable(&mut r, "log", l);
+    }
+    check_agi_entry(&mut r, &args.agi_dir, &args.asterisk_user);
+    println!("\n{} failed, {} warnings", r.failed, r.warned);
+    if r.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
