@@ -27,6 +27,8 @@ use crate::log_line;
 
 /// Longest wait for the AGI header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-reply deadline once the host has failed to answer in time.
+pub const UNRESPONSIVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a hangup, setting the variables may take this long in all.
 pub const HANGUP_BUDGET: Duration = Duration::from_millis(150);
 
@@ -305,11 +307,19 @@ pub fn run_eagi<W: Write>(
     let rate = match config.rate {
         Some(r) => r,
         None => {
-            let reply = match call.command(&Command::GetVariable { name: "EAGI_AUDIO_FORMAT".into() }, config.reply_timeout) {
-                Ok(r) => r,
-                Err(v) => return call.finish(*v, Some(&config)),
+            let name = match call.command(&Command::GetVariable { name: "EAGI_AUDIO_FORMAT".into() }, config.reply_timeout) {
+                Ok(r) if r.result() == Some(1) => r.data().map(str::to_string),
+                Ok(_) => None,
+                // A hangup or a host that stopped answering ends the call; a refusal (510,
+                // 520, an unknown code) leaves the default format, which Asterisk then uses.
+                Err(v) if matches!(v.status, Status::Hangup) || call.agi.timed_out() || call.agi.hung_up() || call.agi.broken() => {
+                    return call.finish(*v, Some(&config))
+                }
+                Err(v) => {
+                    log_line!("warning: {}; assuming slin (8 kHz)", v.error);
+                    None
+                }
             };
-            let name = if reply.result() == Some(1) { reply.data().map(str::to_string) } else { None };
             match rate_for_eagi_format(name.as_deref()) {
                 Ok(r) => r,
                 Err(e) => return call.finish(Verdict::error(e.to_string()), Some(&config)),
@@ -672,6 +682,8 @@ impl<W: Write> Call<W> {
             };
             let timeout = if self.agi.hung_up() {
                 budget_end.saturating_duration_since(Instant::now())
+            } else if self.agi.timed_out() {
+                UNRESPONSIVE_TIMEOUT // the host already failed to answer once
             } else {
                 config.map(|c| c.reply_timeout).unwrap_or(Duration::from_secs(10))
             };
@@ -679,12 +691,17 @@ impl<W: Write> Call<W> {
                 log_line!("hangup budget spent; {} variable(s) not set", vars.len() - i);
                 break;
             }
+            if self.agi.broken() {
+                log_line!("the AGI channel is gone (stdout closed or stdin at EOF); variables not set");
+                break;
+            }
             let sent_at = self.ms();
             match self.agi.call(&cmd, timeout) {
                 Ok(_) => {}
                 Err(e) => {
                     log_line!("setting {}{}: {e}", self.prefix, name);
-                    if matches!(e, crate::agi::AgiError::Write { .. } | crate::agi::AgiError::Eof(_)) {
+                    if matches!(e, crate::agi::AgiError::Write { .. } | crate::agi::AgiError::Eof(_) | crate::agi::AgiError::Timeout { .. }) {
+                        log_line!("giving up on the remaining variables");
                         break;
                     }
                 }
@@ -702,6 +719,13 @@ impl<W: Write> Call<W> {
             }
         }
         self.report.signal = self.agi.signal();
+        if let Some(st) = &self.audio_stats {
+            let dropped = st.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            if dropped > 0 {
+                let rate = self.report.rate.unwrap_or(8000) as f64;
+                log_line!("warning: {dropped} samples ({:.1} s) of caller audio dropped: the ring was full", dropped as f64 / rate);
+            }
+        }
         log_line!("{}STATUS={} text={:?} cause={}", self.prefix, verdict.status.as_str(), verdict.text, verdict.cause);
         if let Some(path) = config.and_then(|c| c.json_log.as_ref()) {
             if let Err(e) = append_json(path, &self.json(&verdict)) {

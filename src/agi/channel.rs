@@ -127,6 +127,8 @@ pub struct Agi<W: Write> {
     signal: Option<i32>,
     running: Option<(String, Owed)>,
     owed: VecDeque<Owed>,
+    timed_out: bool,
+    broken: bool,
     /// Lines that arrived when no reply was awaited, or were no reply at all.
     pub stray: Vec<String>,
 }
@@ -145,6 +147,8 @@ impl<W: Write> Agi<W> {
             signal: None,
             running: None,
             owed: VecDeque::new(),
+            timed_out: false,
+            broken: false,
             stray: Vec::new(),
         }
     }
@@ -175,6 +179,17 @@ impl<W: Write> Agi<W> {
     /// The signal receiver (SIGHUP, SIGTERM, SIGINT numbers).
     pub fn hangups(&self) -> &Receiver<i32> {
         &self.hangups
+    }
+
+    /// True once a reply failed to come before its deadline: the host may have stopped
+    /// answering, so later waits should be short.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// True once stdout failed (EPIPE) or stdin reached EOF: nothing more can be said.
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// True while a sent command's reply is still awaited.
@@ -224,7 +239,10 @@ impl<W: Write> Agi<W> {
         if let Some((_, owed)) = self.running.take() {
             self.owed.push_back(owed);
         }
-        self.writer.send(cmd)?;
+        if let Err(e) = self.writer.send(cmd) {
+            self.broken = true;
+            return Err(e);
+        }
         self.running = Some((cmd.to_string().trim_end().to_string(), Owed::of(cmd)));
         Ok(())
     }
@@ -287,14 +305,21 @@ impl<W: Write> Agi<W> {
                             return Ok(r);
                         }
                     }
-                    LineEvent::Eof | LineEvent::Error(_) => return Err(AgiError::Eof(command)),
+                    LineEvent::Eof | LineEvent::Error(_) => {
+                        self.broken = true;
+                        return Err(AgiError::Eof(command));
+                    }
                 },
                 recv(hangups) -> sig => {
                     self.on_signal(sig.ok());
                     deadline = deadline.min(Instant::now() + DEAD_REPLY_TIMEOUT);
                 }
                 recv(after(wait)) -> _ => {
-                    self.running = None;
+                    // Whatever the host still sends for it must not be taken for the next reply.
+                    if let Some((_, owed)) = self.running.take() {
+                        self.owed.push_back(owed);
+                    }
+                    self.timed_out = true;
                     return Err(AgiError::Timeout { command, after: started.elapsed() });
                 }
             }

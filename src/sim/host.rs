@@ -75,6 +75,31 @@ pub struct SimOptions {
     pub hangup_on_command: Option<String>,
     /// SIGHUPs sent at the hangup (AGIEXITONHANGUP=yes makes Asterisk send two).
     pub sighups: u32,
+    /// Fault injection (the reliability tests):
+    pub faults: Faults,
+}
+
+/// Ways the host can misbehave, or the world around it can.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Send the header only after this long (a SIGHUP can come first).
+    pub header_delay: Option<Duration>,
+    /// Close the child's stdin at this call time (EOF).
+    pub close_stdin_at: Option<Duration>,
+    /// Close the read end of the child's stdout at this call time (its writes get EPIPE).
+    pub close_stdout_at: Option<Duration>,
+    /// Send SIGTERM at this call time.
+    pub sigterm_at: Option<Duration>,
+    /// Write fd 3 audio in chunks of this many bytes instead of whole frames (odd counts).
+    pub audio_chunk_bytes: Option<usize>,
+    /// Hold all audio until this call time, then write it at once (a burst).
+    pub hold_audio_until: Option<Duration>,
+    /// Replace the reply to a command starting with the text by these lines.
+    pub replies: Vec<(String, Vec<String>)>,
+    /// Write every reply in two pieces, 5 ms apart (a reply split across reads).
+    pub split_replies: bool,
+    /// Lines written to the child's stdin at call times, unasked.
+    pub inject: Vec<(Duration, String)>,
 }
 
 impl SimOptions {
@@ -104,6 +129,7 @@ impl SimOptions {
             stop_replying_after: None,
             hangup_on_command: None,
             sighups: 1,
+            faults: Faults::default(),
         }
     }
 }
@@ -177,7 +203,7 @@ fn allowed_dead(words: &[String]) -> bool {
 struct Host {
     opts: SimOptions,
     start: Instant,
-    stdin: std::process::ChildStdin,
+    stdin: Option<std::process::ChildStdin>,
     res: SimResult,
     dead: bool,
     running: Option<Running>,
@@ -214,8 +240,22 @@ impl Host {
             }
         }
         self.log(Dir::Tx, text);
-        let _ = self.stdin.write_all(format!("{text}\n").as_bytes());
-        let _ = self.stdin.flush();
+        self.write_stdin(format!("{text}\n").as_bytes());
+    }
+
+    fn write_stdin(&mut self, bytes: &[u8]) {
+        let split = self.opts.faults.split_replies;
+        let Some(stdin) = self.stdin.as_mut() else { return };
+        if split && bytes.len() > 2 {
+            let half = bytes.len() / 2;
+            let _ = stdin.write_all(&bytes[..half]);
+            let _ = stdin.flush();
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = stdin.write_all(&bytes[half..]);
+        } else {
+            let _ = stdin.write_all(bytes);
+        }
+        let _ = stdin.flush();
     }
 
     fn call_time(&self, d: Duration) -> Instant {
@@ -235,6 +275,12 @@ impl Host {
             if line.starts_with(&prefix) && !self.dead {
                 self.hangup();
             }
+        }
+        if let Some((_, lines)) = self.opts.faults.replies.iter().find(|(p, _)| line.starts_with(p.as_str())).cloned() {
+            for l in lines {
+                self.reply(&l);
+            }
+            return;
         }
         let args = parse_args(line);
         if args.is_empty() {
@@ -358,6 +404,13 @@ fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK)).map(|_| ())
 }
 
+fn send_header(host: &mut Host, hdr: &[u8]) {
+    for l in String::from_utf8_lossy(hdr).lines() {
+        host.log(Dir::Tx, l);
+    }
+    host.write_stdin(hdr);
+}
+
 /// The header `res_agi.c` would send for this call.
 pub fn header(opts: &SimOptions) -> Vec<u8> {
     if let Some(raw) = &opts.raw_header {
@@ -436,15 +489,15 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
     let mut child: Child = cmd.spawn()?;
     drop(audio_r); // the child has it; the host keeps only the write end, as Asterisk does
     let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let out_fd = stdout.as_raw_fd();
+    let mut stdout = Some(child.stdout.take().expect("piped stdout"));
+    let out_fd = stdout.as_ref().map(|s| s.as_raw_fd()).unwrap_or(-1);
     set_nonblocking(out_fd).map_err(std::io::Error::from)?;
     let pid = Pid::from_raw(child.id() as i32);
 
     let digits = opts.dtmf.iter().map(|(t, k)| (start + t.div_f64(opts.speed), *k)).collect();
     let mut host = Host {
         start,
-        stdin,
+        stdin: Some(stdin),
         res: SimResult {
             dialogue: Vec::new(),
             vars: BTreeMap::new(),
@@ -472,11 +525,18 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         opts,
     };
     let hdr = header(&host.opts);
-    for l in String::from_utf8_lossy(&hdr).lines() {
-        host.log(Dir::Tx, l);
+    let mut header_at = host.opts.faults.header_delay.map(|d| host.call_time(d));
+    if header_at.is_none() {
+        send_header(&mut host, &hdr);
     }
-    let _ = host.stdin.write_all(&hdr);
-    let _ = host.stdin.flush();
+    let f = host.opts.faults.clone();
+    let sigterm_at = f.sigterm_at.map(|d| host.call_time(d));
+    let close_stdin_at = f.close_stdin_at.map(|d| host.call_time(d));
+    let close_stdout_at = f.close_stdout_at.map(|d| host.call_time(d));
+    let hold_until = f.hold_audio_until.map(|d| host.call_time(d));
+    let mut inject: Vec<(Instant, String)> = f.inject.iter().map(|(d, l)| (host.call_time(*d), l.clone())).collect();
+    let mut stdout_closed = false;
+    let mut held: Vec<u8> = Vec::new();
 
     let frame = (host.opts.rate / 50) as usize; // 20 ms
     let frame_dur = Duration::from_millis(20).div_f64(host.opts.speed);
@@ -501,7 +561,9 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         let now = Instant::now();
         if let Some(st) = child.try_wait()? {
             // Drain what the child wrote before exiting.
-            read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
+            if stdout.is_some() {
+                read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
+            }
             break st;
         }
         if now.duration_since(start) > host.opts.max_wall {
@@ -514,6 +576,29 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             if now >= h && !host.dead {
                 host.hangup();
             }
+        }
+        if header_at.is_some_and(|t| now >= t) {
+            header_at = None;
+            send_header(&mut host, &hdr);
+        }
+        if sigterm_at.is_some_and(|t| now >= t) && !host.res.dialogue.iter().any(|l| l.text == "SIGTERM") {
+            host.log(Dir::Event, "SIGTERM");
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+        if close_stdin_at.is_some_and(|t| now >= t) && host.stdin.is_some() {
+            host.stdin = None;
+            host.log(Dir::Event, "stdin closed by the host");
+        }
+        if close_stdout_at.is_some_and(|t| now >= t) && !stdout_closed {
+            stdout_closed = true;
+            stdout_open = false;
+            stdout = None; // dropping the read end makes the child's writes fail with EPIPE
+            host.log(Dir::Event, "the host closed its end of the child's stdout");
+        }
+        while inject.first().is_some_and(|(t, _)| now >= *t) {
+            let (_, l) = inject.remove(0);
+            host.log(Dir::Tx, &format!("{l}   (unasked)"));
+            host.write_stdin(format!("{l}\n").as_bytes());
         }
         if let Some(c) = close_at {
             if now >= c && audio_w.is_some() {
@@ -551,6 +636,38 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             for s in samples {
                 bytes.extend_from_slice(&s.to_ne_bytes());
             }
+            if hold_until.is_some_and(|t| now < t) {
+                held.extend_from_slice(&bytes);
+                continue;
+            }
+            if !held.is_empty() || f.audio_chunk_bytes.is_some() {
+                // A burst or odd-sized writes: whatever fits goes, the rest is dropped.
+                held.extend_from_slice(&bytes);
+                let chunk = f.audio_chunk_bytes.unwrap_or(4096);
+                let mut off = 0;
+                while off < held.len() {
+                    let end = (off + chunk).min(held.len());
+                    match nix::unistd::write(w, &held[off..end]) {
+                        Ok(n) => {
+                            host.res.audio_bytes_written += n as u64;
+                            if let Some(l) = audio_log.as_mut() {
+                                l.write_all(&held[off..off + n])?;
+                            }
+                            off += n;
+                        }
+                        Err(_) => {
+                            host.res.frames_dropped += ((held.len() - off) / (frame * 2)).max(1) as u64;
+                            break;
+                        }
+                    }
+                }
+                held.clear();
+                host.res.frames_written += 1;
+                if host.res.first_frame_ms.is_none() {
+                    host.res.first_frame_ms = Some(host.ms());
+                }
+                continue;
+            }
             match nix::unistd::write(w, &bytes) {
                 Ok(n) => {
                     host.res.frames_written += 1;
@@ -580,8 +697,8 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             wake = wake.min(ends);
         }
         let timeout = wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(20));
-        if stdout_open {
-            let bfd = stdout.as_fd_borrowed();
+        if let (true, Some(out)) = (stdout_open, stdout.as_ref()) {
+            let bfd = out.as_fd_borrowed();
             let mut fds = [PollFd::new(bfd, PollFlags::POLLIN)];
             let ms = timeout.as_millis().min(20) as u16;
             let _ = poll(&mut fds, PollTimeout::from(ms));
