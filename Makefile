@@ -16,7 +16,10 @@ EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
 BIN          := target/debug/asr_bridge
 DEMO_WAV     ?= test-audio/ko-hello-8k.wav
 
-.PHONY: all deps libvosk model model-en build release demo test lint bench install uninstall clean
+.PHONY: all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean
+
+FUZZ_SECONDS ?= 60
+SOAK_CALLS   ?= 500
 
 # Installation (make install): PREFIX, DESTDIR and the Asterisk AGI directory are variables.
 PREFIX       ?= /usr/local
@@ -108,6 +111,22 @@ lint: $(LIBVOSK)
 
 bench: $(LIBVOSK) model
 	cargo bench
+
+# 500 sequential simulated calls with random hangups, inputs and options (bench-out/soak.json).
+soak: $(LIBVOSK) model
+	cargo bench --bench soak -- --calls=$(SOAK_CALLS)
+
+# Coverage-guided fuzzing (libFuzzer via cargo-fuzz) of the header parser, the reply parser
+# and the quoting round trip, FUZZ_SECONDS each. cargo-fuzz wants nightly flags; this stable
+# toolchain takes them with RUSTC_BOOTSTRAP=1. A crash leaves its input in
+# fuzz/artifacts/TARGET/: copy it to fuzz/regressions/TARGET/ so the tests replay it.
+fuzz: $(LIBVOSK)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	for t in header reply quoting; do \
+	  mkdir -p fuzz/corpus/$$t && cp -n fuzz/regressions/$$t/* fuzz/corpus/$$t/ ; \
+	  RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(CURDIR)/libvosk cargo fuzz run $$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -7,6 +7,7 @@
 pub mod channel;
 pub mod command;
 pub mod header;
+pub mod invariants;
 pub mod reply;
 
 pub use channel::{spawn_line_reader, AgiWriter, LineEvent};

