@@ -25,7 +25,8 @@ pub fn reply(data: &[u8]) {
     for line in text.split('\n') {
         let _ = p.feed(line);
         if let Some(Reply::Success { result: Some(r), .. }) = Reply::parse_line(line) {
-            assert!(line.contains(&format!("result={r}")), "{line:?} gave result {r}");
+            let token: String = line.split_once("result=").map(|(_, t)| t).unwrap_or("").chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
+            assert_eq!(token.parse::<i64>().ok(), Some(r), "{line:?} gave result {r}");
         }
     }
 }
