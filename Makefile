@@ -16,7 +16,7 @@ EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
 BIN          := target/debug/asr_bridge
 DEMO_WAV     ?= test-audio/ko-hello-8k.wav
 
-.PHONY: all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean
+.PHONY: all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean peer-venv corpus core-sounds-manifest
 
 FUZZ_SECONDS ?= 60
 SOAK_CALLS   ?= 500
@@ -109,8 +109,33 @@ test: $(LIBVOSK) model
 lint: $(LIBVOSK)
 	cargo clippy --all-targets -- -D warnings
 
-bench: $(LIBVOSK) model
-	cargo bench
+# criterion benches (ring, AGI encoding/parsing), the pipeline benchmark, then the bench
+# command on the bundled WAVs: side by side with direct libvosk and the Python peer, at 1, 2,
+# 4 and 8 concurrent calls. Report in bench-out/ (report.json, report.html).
+bench: $(LIBVOSK) model peer-venv
+	cargo bench --bench ring --bench agi --bench pipeline
+	cargo build --release
+	target/release/asr_bridge bench --manifest test-audio --model $(MODEL_DIR) --calls 1,2,4,8 \
+	    --peer benches/peer/vosk_eagi.py --peer-python $(PEER_PY) --out bench-out
+
+# The peer: an in-process Python EAGI script with the vosk PyPI package, in its own venv.
+PEER_PY := .venv-peer/bin/python
+peer-venv: $(PEER_PY)
+$(PEER_PY):
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet vosk==$(VOSK_VERSION)
+
+# A larger corpus (not committed) from espeak-ng and sox: 8/16 kHz, rates, levels, padding,
+# noise, silence- and noise-only clips, long utterances. `make bench BENCH_SET=corpus` uses it.
+corpus:
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+	  echo "corpus needs espeak-ng and sox: apt-get install espeak-ng sox" >&2; exit 1; }
+	scripts/gen-corpus.sh corpus
+
+# For English models: Debian's asterisk-core-sounds-en-wav (about 570 real 8 kHz prompts)
+# with their texts turned into a manifest in corpus-en/.
+core-sounds-manifest:
+	scripts/core-sounds-manifest.sh corpus-en
 
 # 500 sequential simulated calls with random hangups, inputs and options (bench-out/soak.json).
 soak: $(LIBVOSK) model

