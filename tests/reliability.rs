@@ -236,3 +236,18 @@ fn truncated_model_file_is_a_clear_error() {
     assert_eq!(out.status(), "ERROR", "{}", out.log);
     assert!(out.var("ASR_ERROR").contains("could not load the model"), "{}", out.var("ASR_ERROR"));
 }
+
+// ---- Output -------------------------------------------------------------------------------
+// Quoting of any value: protocol_props.rs and the quoting fuzz target. Through the real pipe:
+
+#[test]
+fn what_the_dialplan_receives_equals_what_was_said_modulo_replacements() {
+    // The error names the model path, so an odd path travels all the way to the dialplan.
+    let odd = "/nonexistent/a \"q\" b\\c\nline2\u{7}é한국어";
+    let mut call = Call::new("ko-hello-8k.wav", &[]);
+    call.opts.bridge_args.push(format!("--model={odd}"));
+    let out = call.run();
+    assert_eq!(out.status(), "ERROR");
+    let expected = "/nonexistent/a \"q\" b\\c line2 é한국어";
+    assert!(out.var("ASR_ERROR").contains(expected), "{:?}", out.var("ASR_ERROR"));
+}
