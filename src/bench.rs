@@ -173,7 +173,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 
 fn progress(i: usize, n: usize, what: &str) {
     let w = 30;
-    let done = if n == 0 { w } else { i * w / n };
+    let done = (i * w).checked_div(n).unwrap_or(w);
     eprint!("\r[{}{}] {i}/{n} {what:<40}", "=".repeat(done), " ".repeat(w - done));
     let _ = std::io::stderr().flush();
 }

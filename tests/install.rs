@@ -10,22 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn make(target: &str, dest: &Path) -> std::process::Output {
     Command::new("make")
         .current_dir(root())
@@ -120,7 +104,7 @@ fn install_doctor_call_uninstall() {
     // uninstall leaves no file behind.
     let out = make("uninstall", &dest);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(files_under(&dest), Vec::<PathBuf>::new());
+    assert_eq!(walk(&dest), Vec::<PathBuf>::new());
 }
 
 #[test]

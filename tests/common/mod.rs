@@ -162,10 +162,11 @@ pub fn model_variant(dir: &Path, skip: &[&str], replace: &[(&str, &str)]) -> Pat
     dst
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir` (symlinks to files count as files); none when `dir` is missing.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
         if p.is_dir() {
             out.extend(walk(&p));
         } else {
