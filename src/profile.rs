@@ -200,7 +200,9 @@ mod tests {
         let f = ConfigFile::load(&p).unwrap();
         let no_env = |_: &str| false;
         let args = f.args(Some("menu"), &no_env).unwrap();
-        assert_eq!(args[0], "--model=/m/ko");
+        assert!(args.contains(&"--model=/m/ko".to_string()), "{args:?}");
+        let pos = |a: &str| args.iter().position(|x| x == a).unwrap();
+        assert!(pos("--end-silence=900ms") < pos("--retries=2"), "file defaults come before the profile");
         assert!(args.contains(&"--retries=2".to_string()) && args.contains(&"--answer".to_string()));
         let mut argv = args.clone();
         argv.push("--end-silence=500ms".into());
