@@ -114,7 +114,7 @@ for e in "${ENTRIES[@]}"; do
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$text" "$have_rec" "$rec" >>"$TMP/entries"
 done
 
-python3 - "$OUT" "$TMP/entries" <<'PY'
+SCRIPTS_DIR="$(cd "$(dirname "$0")" && pwd)" python3 - "$OUT" "$TMP/entries" <<'PY'
 import json, math, os, struct, sys, wave
 out, entries = sys.argv[1], sys.argv[2]
 mpath = os.path.join(out, "manifest.json")
@@ -125,20 +125,8 @@ if os.path.exists(mpath):
     except Exception:
         old = {}
 
-def bounds(path):
-    w = wave.open(path, "rb")
-    sr, n = w.getframerate(), w.getnframes()
-    s = struct.unpack("<%dh" % n, w.readframes(n))
-    fl = sr // 50  # 20 ms
-    loud = []
-    for i in range(0, n - fl + 1, fl):
-        fr = s[i:i + fl]
-        loud.append(math.sqrt(sum(x * x for x in fr) / fl) > 0.01 * 32768)
-    if not any(loud):
-        return sr, None, None
-    first = loud.index(True)
-    last = len(loud) - 1 - loud[::-1].index(True)
-    return sr, round(first * 0.02, 2), round((last + 1) * 0.02, 2)
+sys.path.insert(0, os.environ["SCRIPTS_DIR"])
+from speech_bounds import bounds  # noqa: E402
 
 res = []
 for line in open(entries, encoding="utf-8"):
