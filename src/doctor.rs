@@ -1,8 +1,6 @@
-//! `asr_bridge doctor`: the self-check for a real Asterisk box. Each check prints one line
-//! with a plain-language fix; the exit status is non-zero when something is wrong. Runs as
-//! an ordinary command (stdout is the terminal, not an AGI channel).
-
-#![allow(clippy::print_stdout)]
+//! `asr_bridge doctor`: the self-check for a real Asterisk box. Each check gives one line with
+//! a plain-language fix; the exit status is non-zero when something is wrong. The report is
+//! returned as text and printed by `main` (an ordinary command: stdout is the terminal there).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -39,19 +37,20 @@ pub struct DoctorArgs {
 struct Report {
     failed: usize,
     warned: usize,
+    text: String,
 }
 
 impl Report {
     fn ok(&mut self, what: &str) {
-        println!("[ OK ] {what}");
+        self.text.push_str(&format!("[ OK ] {what}\n"));
     }
     fn warn(&mut self, what: &str, fix: &str) {
         self.warned += 1;
-        println!("[WARN] {what}\n       fix: {fix}");
+        self.text.push_str(&format!("[WARN] {what}\n       fix: {fix}\n"));
     }
     fn fail(&mut self, what: &str, fix: &str) {
         self.failed += 1;
-        println!("[FAIL] {what}\n       fix: {fix}");
+        self.text.push_str(&format!("[FAIL] {what}\n       fix: {fix}\n"));
     }
 }
 
@@ -139,8 +138,8 @@ fn check_agi_entry(r: &mut Report, dir: &Path, user: &str) {
     }
 }
 
-/// Entry point of `asr_bridge doctor`.
-pub fn main(args: Vec<String>) -> ExitCode {
+/// Runs `asr_bridge doctor` with these arguments: the report to print, and the exit status.
+pub fn run(args: Vec<String>) -> (String, ExitCode) {
     let args = match DoctorArgs::try_parse_from(std::iter::once("doctor".to_string()).chain(args)) {
         Ok(a) => a,
         Err(e) => e.exit(),
@@ -205,10 +204,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         check_writable(&mut r, "log", l);
     }
     check_agi_entry(&mut r, &args.agi_dir, &args.asterisk_user);
-    println!("\n{} failed, {} warnings", r.failed, r.warned);
-    if r.failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    r.text.push_str(&format!("\n{} failed, {} warnings\n", r.failed, r.warned));
+    let code = if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    (r.text, code)
 }

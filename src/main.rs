@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         }
         Some("doctor") => {
             args.remove(0);
-            return asr_bridge::doctor::main(args);
+            let (report, code) = asr_bridge::doctor::run(args);
+            print!("{report}");
+            return code;
         }
         Some("man") => {
             // The man page, generated from the clap definitions (make install puts it in place).
