@@ -398,14 +398,25 @@ impl<W: Write> Call<W> {
         self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
     }
 
-    /// Events taken early (while deciding a key) that end the attempt or only inform.
+    /// The recognizer's events that need no attempt-local state: both the select loop and
+    /// the events taken early (while deciding a key) go through here, so none is dropped.
     fn on_event(&mut self, ev: Event, speech: &mut bool) -> Option<AttemptEnd> {
         match ev {
-            Event::SpeechStarted { .. } => *speech = true,
+            Event::ModelLoaded { load, resampling, cpu_s } => {
+                self.report.cpu_at_load_s = Some(cpu_s);
+                self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
+                self.report.resampling = resampling;
+                log_line!("model loaded in {:.0} ms{}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
+            }
+            Event::SpeechStarted { at_ms } => {
+                *speech = true;
+                log_line!("speech started at {at_ms:.0} ms");
+            }
             Event::Done(o) => return Some(AttemptEnd::Outcome(o)),
             Event::Failed(e) => return Some(AttemptEnd::Verdict(Verdict::error(e.to_string()))),
             Event::OutOfVocabulary(w) => log_line!("grammar words not in the model's vocabulary: {}", w.join(", ")),
-            Event::ModelLoaded { .. } | Event::BargeIn { .. } => {}
+            // Taken early only once a key has stopped the prompt, so there is none to stop.
+            Event::BargeIn { .. } => {}
         }
         None
     }
@@ -513,8 +524,9 @@ impl<W: Write> Call<W> {
                     break;
                 }
                 while let Ok(ev) = events.try_recv() {
-                    if let Event::SpeechStarted { .. } = ev {
+                    if let Event::SpeechStarted { at_ms } = ev {
                         speech = true;
+                        log_line!("speech started at {at_ms:.0} ms");
                     } else {
                         early_events.push_back(ev);
                     }
@@ -544,17 +556,6 @@ impl<W: Write> Call<W> {
             select! {
                 recv(tick) -> _ => {}
                 recv(events) -> ev => match ev {
-                    Ok(Event::ModelLoaded { load, resampling, cpu_s }) => {
-                        self.report.cpu_at_load_s = Some(cpu_s);
-                        self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
-                        self.report.resampling = resampling;
-                        log_line!("model loaded in {:.0} ms{}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
-                        deadline = Instant::now() + listen_budget + Duration::from_secs(prompts.len() as u64 * 120);
-                    }
-                    Ok(Event::SpeechStarted { at_ms }) => {
-                        speech = true;
-                        log_line!("speech started at {at_ms:.0} ms");
-                    }
                     Ok(Event::BargeIn { at_ms }) => {
                         if phase_prompt && menu.barge_in && !keys.active {
                             log_line!("barge-in at {at_ms:.0} ms: stopping the prompt");
@@ -569,9 +570,15 @@ impl<W: Write> Call<W> {
                             }
                         }
                     }
-                    Ok(Event::OutOfVocabulary(words)) => log_line!("grammar words not in the model's vocabulary: {}", words.join(", ")),
-                    Ok(Event::Done(o)) => return AttemptEnd::Outcome(o),
-                    Ok(Event::Failed(e)) => return AttemptEnd::Verdict(Verdict::error(e.to_string())),
+                    Ok(ev) => {
+                        let loaded = matches!(ev, Event::ModelLoaded { .. });
+                        if let Some(end) = self.on_event(ev, &mut speech) {
+                            return end;
+                        }
+                        if loaded {
+                            deadline = Instant::now() + listen_budget + Duration::from_secs(prompts.len() as u64 * 120);
+                        }
+                    }
                     Err(_) => return AttemptEnd::Verdict(Verdict::error("recognizer thread ended without a result")),
                 },
                 recv(signals) -> sig => {
