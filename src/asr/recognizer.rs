@@ -355,8 +355,8 @@ fn attempt(
             pending.extend_from_slice(&st.frame_buf);
             st.frame_buf.clear();
             if pending.len() >= st.block {
-                let b: Vec<i16> = pending.drain(..st.block).collect();
-                st.feed(&mut engine, &b)?;
+                st.feed(&mut engine, &pending[..st.block])?;
+                pending.drain(..st.block);
             }
         } else if st.audio.consumer.slots() == 0 && st.starved() {
             break EndReason::AudioClosed;
