@@ -30,6 +30,9 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
+    /// `--server` is not an address.
+    #[error("--server={0}")]
+    Server(String),
 }
 
 /// The raw flags, exactly as the dialplan passes them: `EAGI(asr_bridge,--end-silence=700ms)`.
@@ -138,6 +141,25 @@ pub struct CallArgs {
     /// N-best alternatives in ASR_ALT_1.. (0 is off).
     #[arg(long, default_value_t = 0)]
     pub alternatives: u16,
+    /// Recognize on a resident server (`asr_bridge serve`, or vosk-server) instead of loading
+    /// the model per call: unix:PATH or ws://HOST:PORT.
+    #[arg(long, env = "ASR_BRIDGE_SERVER")]
+    pub server: Option<String>,
+    /// When the server cannot be reached, load the model in-process instead (without it the
+    /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
+    #[arg(long, env = "ASR_BRIDGE_SERVER_FALLBACK")]
+    pub server_fallback: bool,
+    /// Deadline to connect to the server, and for each of its replies.
+    #[arg(long, env = "ASR_BRIDGE_SERVER_TIMEOUT", default_value = "2s")]
+    pub server_timeout: String,
+}
+
+/// The served mode's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub addr: crate::asr::remote::ServerAddr,
+    pub timeout: Duration,
+    pub fallback: bool,
 }
 
 /// The validated options of one call.
@@ -155,6 +177,7 @@ pub struct Config {
     pub load_timeout: Duration,
     pub reply_timeout: Duration,
     pub menu: MenuConfig,
+    pub server: Option<ServerConfig>,
 }
 
 /// Where the call's model comes from.
@@ -321,7 +344,26 @@ impl CallArgs {
             });
         }
         let menu = self.menu()?;
+        let server = match self.server.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let timeout = duration("server-timeout", &self.server_timeout)?;
+                if timeout.is_zero() {
+                    return Err(ConfigError::Range {
+                        option: "server-timeout",
+                        value: self.server_timeout.clone(),
+                        why: "must be more than zero",
+                    });
+                }
+                Some(ServerConfig {
+                    addr: s.parse().map_err(ConfigError::Server)?,
+                    timeout,
+                    fallback: self.server_fallback,
+                })
+            }
+        };
         Ok(Config {
+            server,
             menu,
             model: match (&self.model, &self.models_root) {
                 (Some(m), _) => ModelChoice::Fixed(m.clone()),
@@ -457,5 +499,17 @@ mod tests {
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
         assert!(args(&["--prefix=A B"]).unwrap_err().contains("prefix"));
         assert!(args(&["--rate=11025"]).unwrap_err().contains("rate"));
+        assert!(args(&["--server=http://x"]).unwrap_err().contains("expected unix:PATH or ws://HOST:PORT"));
+        assert!(args(&["--server=unix:/s", "--server-timeout=0"]).unwrap_err().contains("server-timeout"));
+    }
+
+    #[test]
+    fn served_mode_options() {
+        let c = args(&["--server=ws://asr.example:2700", "--server-fallback", "--server-timeout=500ms"]).unwrap();
+        let s = c.server.unwrap();
+        assert_eq!(s.addr.to_string(), "ws://asr.example:2700/");
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert!(s.fallback);
+        assert!(args(&[]).unwrap().server.is_none());
     }
 }

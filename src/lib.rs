@@ -21,5 +21,6 @@ pub mod log;
 pub mod menu;
 pub mod profile;
 pub mod doctor;
+pub mod serve;
 pub mod session;
 pub mod sim;

@@ -22,6 +22,14 @@ fn main() -> ExitCode {
             args.remove(0);
             return asr_bridge::sim::transcribe::main(args);
         }
+        Some("serve") => {
+            args.remove(0);
+            return asr_bridge::serve::main(args);
+        }
+        Some("stats") => {
+            args.remove(0);
+            return asr_bridge::serve::stats_main(args);
+        }
         Some("bench") => {
             args.remove(0);
             return asr_bridge::bench::main(args);

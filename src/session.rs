@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::agi::channel::{Agi, LineEvent};
 use crate::agi::{Command, Reply};
 use crate::asr::endpoint::EndReason;
-use crate::asr::recognizer::{self, Control, Event, Outcome, RecognizerConfig};
+use crate::asr::recognizer::{self, Backend, Control, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
 use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
 use crate::config::{CallArgs, Config, MenuConfig};
@@ -214,6 +214,8 @@ struct Report {
     model_load_ms: Option<f64>,
     cpu_at_load_s: Option<f64>,
     resampling: bool,
+    backend: &'static str,
+    ready_ms: Option<f64>,
     rate: Option<u32>,
     outcome: Option<Outcome>,
     status_set_ms: Option<f64>,
@@ -290,13 +292,15 @@ pub fn run_eagi<W: Write>(
     if !header.enhanced() {
         log_line!("warning: agi_enhanced is {:?}, but fd 3 is a pipe; going on", header.get("agi_enhanced"));
     }
-    let model_dir = match config.model.resolve(header.language()) {
-        Ok(m) => m,
-        Err(e) => return call.finish(Verdict::error(e), Some(&config)),
-    };
-    let model = match model::inspect(&model_dir) {
-        Ok(m) => m,
-        Err(e) => return call.finish(Verdict::error(e.to_string()), Some(&config)),
+    let model_dir = config.model.resolve(header.language());
+    // In-process, the model is checked before anything is played; served, it is needed only
+    // for --server-fallback, and checked then.
+    let backend = match &config.server {
+        None => match model_dir.and_then(|d| model::inspect(&d).map_err(|e| e.to_string())) {
+            Ok(m) => Backend::Local(m),
+            Err(e) => return call.finish(Verdict::error(e), Some(&config)),
+        },
+        Some(s) => Backend::Server { server: s.clone(), fallback: model_dir },
     };
     if config.answer {
         match call.command(&Command::Answer, config.reply_timeout) {
@@ -330,7 +334,7 @@ pub fn run_eagi<W: Write>(
     let (ev_tx, ev_rx) = unbounded();
     let (ctl_tx, ctl_rx) = bounded(8);
     let rc = RecognizerConfig {
-        model,
+        backend,
         audio_rate: rate,
         timers: config.timers,
         vad_mode: config.vad_mode,
@@ -402,18 +406,25 @@ impl<W: Write> Call<W> {
     /// the events taken early (while deciding a key) go through here, so none is dropped.
     fn on_event(&mut self, ev: Event, speech: &mut bool) -> Option<AttemptEnd> {
         match ev {
-            Event::ModelLoaded { load, resampling, cpu_s } => {
+            Event::ModelLoaded { load, resampling, cpu_s, backend, ready } => {
                 self.report.cpu_at_load_s = Some(cpu_s);
                 self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
                 self.report.resampling = resampling;
-                log_line!("model loaded in {:.0} ms{}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
+                self.report.backend = backend;
+                self.report.ready_ms = Some(ready.saturating_duration_since(self.t0).as_secs_f64() * 1000.0);
+                let what = if backend == "server" { "server connected" } else { "model loaded" };
+                log_line!("{what} in {:.0} ms ({backend}){}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
             }
             Event::SpeechStarted { at_ms } => {
                 *speech = true;
                 log_line!("speech started at {at_ms:.0} ms");
             }
             Event::Done(o) => return Some(AttemptEnd::Outcome(o)),
-            Event::Failed(e) => return Some(AttemptEnd::Verdict(Verdict::error(e.to_string()))),
+            Event::Failed(e) => {
+                let mut v = Verdict::error(e.to_string());
+                v.cause = e.cause();
+                return Some(AttemptEnd::Verdict(v));
+            }
             Event::OutOfVocabulary(w) => log_line!("grammar words not in the model's vocabulary: {}", w.join(", ")),
             // Taken early only once a key has stopped the prompt, so there is none to stop.
             Event::BargeIn { .. } => {}
@@ -762,6 +773,8 @@ impl<W: Write> Call<W> {
             "rate": self.report.rate,
             "resampling": self.report.resampling,
             "model_load_ms": self.report.model_load_ms,
+            "backend": self.report.backend,
+            "ready_ms": self.report.ready_ms,
             "fd3_ready_ms": ms(load(|s| &s.ready_ns)),
             "first_audio_ms": ms(load(|s| &s.first_data_ns)),
             "audio_samples_in": load(|s| &s.samples_in),

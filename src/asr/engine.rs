@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use vosk::{DecodingState, Model, Recognizer};
+use serde::{Deserialize, Serialize};
+use vosk::{CompleteResult, DecodingState, Model, Recognizer};
 
 use super::{AsrError, ModelInfo};
 use crate::audio::resample::Resampler;
@@ -36,7 +36,7 @@ pub fn load_model(info: &ModelInfo) -> Result<(Model, Duration), AsrError> {
 }
 
 /// One recognized word.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WordInfo {
     pub word: String,
     /// Kaldi's MBR posterior for the word, 0-1.
@@ -65,7 +65,97 @@ pub struct Transcript {
     pub alternatives: Vec<Alternative>,
 }
 
+/// One closed segment as libvosk reports it, and as vosk-server sends it (`result` JSON):
+/// either words and text, or n-best alternatives. Both the in-process engine and the served
+/// client turn results into this, so one function ([`Transcript::push`]) assembles transcripts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Segment {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub result: Vec<WordInfo>,
+    #[serde(default)]
+    pub alternatives: Option<Vec<SegmentAlternative>>,
+}
+
+/// One n-best entry of a [`Segment`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SegmentAlternative {
+    pub confidence: f32,
+    #[serde(default)]
+    pub text: String,
+}
+
+impl Segment {
+    /// Copies libvosk's borrowed result.
+    pub fn from_vosk(res: CompleteResult<'_>) -> Segment {
+        match res {
+            CompleteResult::Single(s) => Segment {
+                text: s.text.to_string(),
+                result: s
+                    .result
+                    .iter()
+                    .map(|w| WordInfo {
+                        word: w.word.to_string(),
+                        conf: w.conf,
+                        start: w.start,
+                        end: w.end,
+                    })
+                    .collect(),
+                alternatives: None,
+            },
+            CompleteResult::Multiple(m) => Segment {
+                alternatives: Some(
+                    m.alternatives
+                        .iter()
+                        .map(|a| SegmentAlternative { confidence: a.confidence, text: a.text.to_string() })
+                        .collect(),
+                ),
+                ..Segment::default()
+            },
+        }
+    }
+
+    /// A result message of the vosk-server protocol (`{"text": ..}` or `{"alternatives": ..}`);
+    /// `None` for a partial (`{"partial": ..}`) or anything else.
+    pub fn from_reply(v: &serde_json::Value) -> Option<Segment> {
+        let o = v.as_object()?;
+        if !o.contains_key("text") && !o.contains_key("alternatives") {
+            return None;
+        }
+        serde_json::from_value(v.clone()).ok()
+    }
+}
+
 impl Transcript {
+    /// Appends one closed segment.
+    pub fn push(&mut self, seg: Segment) {
+        match seg.alternatives {
+            Some(alts) => self.take_alternatives(alts.into_iter().map(|a| (a.text.trim().to_string(), a.confidence)).collect()),
+            None => self.append(&seg.text, seg.result),
+        }
+    }
+
+    fn take_alternatives(&mut self, alts: Vec<(String, f32)>) {
+        let Some((top, _)) = alts.first().cloned() else { return };
+        if top.is_empty() && alts.len() == 1 {
+            return; // an empty segment (silence) keeps the alternatives already found
+        }
+        let prefix = self.text.clone();
+        let max = alts.iter().map(|a| a.1).fold(f32::MIN, f32::max);
+        let sum: f32 = alts.iter().map(|a| (a.1 - max).exp()).sum();
+        let join = |t: &str| match (prefix.is_empty(), t.is_empty()) {
+            (true, _) => t.to_string(),
+            (false, true) => prefix.clone(),
+            (false, false) => format!("{prefix} {t}"),
+        };
+        self.alternatives = alts
+            .iter()
+            .map(|(t, sc)| Alternative { text: join(t), score: *sc, share: (sc - max).exp() / sum })
+            .collect();
+        self.append(&top, Vec::new());
+    }
+
     /// The published `ASR_CONFIDENCE`: the mean of the words' posteriors (Kaldi's MBR word
     /// confidences); with n-best on, libvosk gives no word confidences, so the best
     /// alternative's share of the n-best list is used instead. `None` without either.
@@ -162,6 +252,16 @@ impl Engine {
     /// Feeds one block (a full [`block_len`] block, or a shorter last one). When libvosk's
     /// own endpoint closes a segment, its text is kept and decoding goes on.
     pub fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        if self.accept_raw(block)? {
+            let seg = Segment::from_vosk(self.rec.result());
+            self.transcript.push(seg);
+        }
+        Ok(())
+    }
+
+    /// Feeds one block without taking the result: true when libvosk closed a segment, which
+    /// the caller then takes with [`Engine::result_json`] (the served path).
+    pub fn accept_raw(&mut self, block: &[i16]) -> Result<bool, AsrError> {
         self.blocks += 1;
         let state = match self.resampler.as_mut() {
             Some(r) => {
@@ -180,11 +280,8 @@ impl Engine {
             None => self.rec.accept_waveform(block),
         };
         match state {
-            Ok(DecodingState::Finalized) => {
-                self.take_segment(false);
-                Ok(())
-            }
-            Ok(DecodingState::Running) => Ok(()),
+            Ok(DecodingState::Finalized) => Ok(true),
+            Ok(DecodingState::Running) => Ok(false),
             Ok(DecodingState::Failed) => Err(AsrError::Decode {
                 rate: self.rate,
                 reason: "accept_waveform returned -1 (sample-rate mismatch with the model?)".into(),
@@ -196,55 +293,27 @@ impl Engine {
         }
     }
 
-    fn take_segment(&mut self, last: bool) {
+    /// libvosk's result as vosk-server sends it: the closed segment, or with `last` the final
+    /// one (flushing the recognizer).
+    pub fn result_json(&mut self, last: bool) -> String {
         let res = if last { self.rec.final_result() } else { self.rec.result() };
-        let single = match res {
-            vosk::CompleteResult::Single(s) => s,
-            vosk::CompleteResult::Multiple(m) => {
-                let alts: Vec<(String, f32)> = m.alternatives.iter().map(|a| (a.text.trim().to_string(), a.confidence)).collect();
-                self.take_alternatives(alts);
-                return;
-            }
-        };
-        {
-            let words = single
-                .result
-                .iter()
-                .map(|w| WordInfo {
-                    word: w.word.to_string(),
-                    conf: w.conf,
-                    start: w.start,
-                    end: w.end,
-                })
-                .collect();
-            let text = single.text.to_string();
-            self.transcript.append(&text, words);
-        }
+        serde_json::to_string(&res).unwrap_or_else(|_| "{\"text\": \"\"}".into())
     }
 
-    fn take_alternatives(&mut self, alts: Vec<(String, f32)>) {
-        let Some((top, _)) = alts.first().cloned() else { return };
-        if top.is_empty() && alts.len() == 1 {
-            return; // an empty segment (silence) keeps the alternatives already found
-        }
-        let prefix = self.transcript.text.clone();
-        let max = alts.iter().map(|a| a.1).fold(f32::MIN, f32::max);
-        let sum: f32 = alts.iter().map(|a| (a.1 - max).exp()).sum();
-        let join = |t: &str| match (prefix.is_empty(), t.is_empty()) {
-            (true, _) => t.to_string(),
-            (false, true) => prefix.clone(),
-            (false, false) => format!("{prefix} {t}"),
-        };
-        self.transcript.alternatives = alts
-            .iter()
-            .map(|(t, sc)| Alternative { text: join(t), score: *sc, share: (sc - max).exp() / sum })
-            .collect();
-        self.transcript.append(&top, Vec::new());
+    /// libvosk's partial result as vosk-server sends it.
+    pub fn partial_json(&mut self) -> String {
+        serde_json::to_string(&self.rec.partial_result()).unwrap_or_else(|_| "{\"partial\": \"\"}".into())
+    }
+
+    /// Word times and confidences in results (on by default; vosk-server's `words`).
+    pub fn set_words(&mut self, on: bool) {
+        self.rec.set_words(on);
     }
 
     /// Flushes libvosk and returns everything recognized.
     pub fn finish(mut self) -> Transcript {
-        self.take_segment(true);
+        let seg = Segment::from_vosk(self.rec.final_result());
+        self.transcript.push(seg);
         self.transcript
     }
 

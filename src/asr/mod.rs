@@ -6,6 +6,7 @@ pub mod engine;
 pub mod grammar;
 pub mod model;
 pub mod recognizer;
+pub mod remote;
 
 pub use engine::{Engine, Transcript};
 pub use model::ModelInfo;
@@ -43,7 +44,33 @@ pub enum AsrError {
     /// The recognizer thread panicked; the message is kept.
     #[error("recognizer thread panicked: {0}")]
     Panic(String),
+    /// The recognition server is at capacity and refused the call at once.
+    #[error("recognition server {addr} is busy: {reason}")]
+    ServerBusy { addr: String, reason: String },
+    /// The recognition server cannot be reached (no socket, refused, connect deadline).
+    #[error("recognition server {addr} unreachable: {reason}")]
+    ServerUnreachable { addr: String, reason: String },
+    /// The server went away or missed the reply deadline mid-call.
+    #[error("recognition server {addr} lost: {reason}")]
+    ServerLost { addr: String, reason: String },
+    /// The server refused the call's settings (it says why).
+    #[error("recognition server {addr} refused the call: {reason}")]
+    ServerRefused { addr: String, reason: String },
     /// Audio setup failed inside the recognizer.
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioError),
+}
+
+impl AsrError {
+    /// `ASR_CAUSE` for this error: the MRCP recognizer-error `006`, or one of the bridge's own
+    /// codes the dialplan can branch on (e.g. to DTMF): `100` server busy, `101` server
+    /// unreachable, `102` server lost mid-call or past its reply deadline.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            AsrError::ServerBusy { .. } => "100",
+            AsrError::ServerUnreachable { .. } => "101",
+            AsrError::ServerLost { .. } => "102",
+            _ => "006",
+        }
+    }
 }

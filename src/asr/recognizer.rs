@@ -15,17 +15,29 @@ use serde::Serialize;
 
 use super::endpoint::{EndReason, SpeechTracker, Timers, VoiceDetector};
 use super::engine::{block_len, load_model, Engine, EngineOptions};
+use super::remote::RemoteEngine;
 use super::{AsrError, ModelInfo, Transcript};
+use crate::config::ServerConfig;
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioReader;
 
 /// A wait for audio longer than this, with the ring empty, counts as silence (DTX).
 pub const DTX_GRACE: Duration = Duration::from_millis(60);
 
+/// Where decoding happens.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The model loads in this process (checked already).
+    Local(ModelInfo),
+    /// A resident server; `fallback` is the local model to load when it cannot be reached
+    /// and `--server-fallback` is on (its resolution error otherwise).
+    Server { server: ServerConfig, fallback: Result<std::path::PathBuf, String> },
+}
+
 /// What the recognizer needs to start.
 #[derive(Debug, Clone)]
 pub struct RecognizerConfig {
-    pub model: ModelInfo,
+    pub backend: Backend,
     pub audio_rate: u32,
     pub timers: Timers,
     pub vad_mode: u8,
@@ -39,8 +51,10 @@ pub struct RecognizerConfig {
 /// Reports to the controller.
 #[derive(Debug)]
 pub enum Event {
-    /// The model is loaded and decoding starts.
-    ModelLoaded { load: Duration, resampling: bool, cpu_s: f64 },
+    /// The model is loaded (or the server connected) and decoding starts. `load` is the time
+    /// it took; `backend` is "in-process", "server" or "fallback" (in-process after the server
+    /// could not be reached).
+    ModelLoaded { load: Duration, resampling: bool, cpu_s: f64, backend: &'static str, ready: Instant },
     /// Speech onset confirmed, at this media time (ms).
     SpeechStarted { at_ms: f64 },
     /// Speech has lasted the barge-in minimum: time to stop the prompt.
@@ -207,7 +221,7 @@ impl Stream {
         self.frame_buf.len() >= self.frame
     }
 
-    fn feed(&mut self, engine: &mut Engine, block: &[i16]) -> Result<(), AsrError> {
+    fn feed(&mut self, engine: &mut Decoder, block: &[i16]) -> Result<(), AsrError> {
         if let Some(r) = self.recorder.as_mut() {
             for s in block {
                 r.write_sample(*s).map_err(|e| AsrError::Record {
@@ -230,25 +244,96 @@ impl Stream {
     }
 }
 
-fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
-    let (mut model, load) = load_model(&cfg.model)?;
-    let rate = cfg.audio_rate;
+/// One attempt's decoder: libvosk in this process, or a recognizer on the server.
+enum Decoder {
+    Local(Box<Engine>),
+    Remote(Box<RemoteEngine>),
+}
+
+impl Decoder {
+    fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        match self {
+            Decoder::Local(e) => e.accept(block),
+            Decoder::Remote(r) => r.accept(block),
+        }
+    }
+
+    fn finish(self) -> Result<Transcript, AsrError> {
+        match self {
+            Decoder::Local(e) => Ok(e.finish()),
+            Decoder::Remote(r) => r.finish(),
+        }
+    }
+}
+
+/// Makes a decoder per attempt.
+enum Source {
+    Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
+    Remote { server: ServerConfig, opts: EngineOptions },
+}
+
+impl Source {
+    fn decoder(&self, rate: u32) -> Result<Decoder, AsrError> {
+        match self {
+            Source::Local { model, info, opts } => Ok(Decoder::Local(Box::new(Engine::new(model, info, rate, opts)?))),
+            Source::Remote { server, opts } => Ok(Decoder::Remote(Box::new(RemoteEngine::start(&server.addr, server.timeout, rate, opts)?))),
+        }
+    }
+}
+
+/// Loads the model in-process and checks the grammar against its vocabulary.
+fn local_source(info: &ModelInfo, cfg: &RecognizerConfig, events: &Sender<Event>) -> Result<(Source, Duration), AsrError> {
+    let (mut model, load) = load_model(info)?;
     let mut engine_opts = cfg.engine.clone();
     if let Some(phrases) = engine_opts.grammar.take() {
         let (kept, oov) = super::grammar::check_vocabulary(&mut model, &phrases);
         if !oov.is_empty() {
             let _ = events.send(Event::OutOfVocabulary(oov));
         }
-        if cfg.model.runtime_grammar {
+        if info.runtime_grammar {
             // Never hand libvosk an empty list (it segfaults): refuse it here instead.
             super::grammar::vosk_grammar_args(&kept)?;
         }
         engine_opts.grammar = Some(kept);
     }
+    Ok((Source::Local { model, info: info.clone(), opts: engine_opts }, load))
+}
+
+fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
+    let rate = cfg.audio_rate;
+    let t = Instant::now();
+    let (source, first, backend) = match &cfg.backend {
+        Backend::Local(info) => {
+            let (source, _) = local_source(info, &cfg, events)?;
+            let first = source.decoder(rate)?;
+            (source, first, "in-process")
+        }
+        Backend::Server { server, fallback } => {
+            // The grammar goes to the server as normalized phrases; the server checks them
+            // against its model's vocabulary exactly as the in-process path does.
+            let source = Source::Remote { server: server.clone(), opts: cfg.engine.clone() };
+            match source.decoder(rate) {
+                Ok(first) => (source, first, "server"),
+                Err(e @ AsrError::ServerUnreachable { .. }) if server.fallback => {
+                    crate::log_line!("{e}; falling back to the in-process model");
+                    let dir = fallback.clone().map_err(|why| AsrError::ServerUnreachable {
+                        addr: server.addr.to_string(),
+                        reason: format!("no fallback model: {why}"),
+                    })?;
+                    let info = super::model::inspect(&dir)?;
+                    let (source, _) = local_source(&info, &cfg, events)?;
+                    let first = source.decoder(rate)?;
+                    (source, first, "fallback")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let load = t.elapsed();
+    let mut first = Some(first);
     let cpu_s = crate::log::rusage().0;
-    let mut first = Some(Engine::new(&model, &cfg.model, rate, &engine_opts)?);
-    let resampling = first.as_ref().is_some_and(Engine::resampling);
-    let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s });
+    let resampling = matches!(&first, Some(Decoder::Local(e)) if e.resampling());
+    let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s, backend, ready: Instant::now() });
     if fault_injected() {
         panic!("fault injected by ASR_BRIDGE_FAULT");
     }
@@ -294,7 +379,7 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
         }
         let engine = match first.take() {
             Some(e) => e,
-            None => Engine::new(&model, &cfg.model, rate, &engine_opts)?,
+            None => source.decoder(rate)?,
         };
         match attempt(&cfg, &mut st, engine, timers, events, control)? {
             AttemptEnd::Outcome(o) => {
@@ -315,7 +400,7 @@ enum AttemptEnd {
 fn attempt(
     cfg: &RecognizerConfig,
     st: &mut Stream,
-    mut engine: Engine,
+    mut engine: Decoder,
     timers_now: bool,
     events: &Sender<Event>,
     control: &Receiver<Control>,
@@ -385,7 +470,7 @@ fn attempt(
         let _ = r.flush();
     }
     let t = Instant::now();
-    let transcript = engine.finish();
+    let transcript = engine.finish()?;
     let finalize_ms = t.elapsed().as_secs_f64() * 1000.0;
     Ok(AttemptEnd::Outcome(Box::new(Outcome {
         reason,

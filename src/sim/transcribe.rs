@@ -29,6 +29,10 @@ pub struct TranscribeArgs {
     /// Use only the first N samples.
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Decode the file this many more times with fresh recognizers on the same loaded model
+    /// (what a resident server does), reporting each transcript under `repeats`.
+    #[arg(long, default_value_t = 0)]
+    pub repeat: u32,
 }
 
 /// Entry point of `asr_bridge transcribe`.
@@ -48,7 +52,13 @@ pub fn main(args: Vec<String>) -> ExitCode {
         let t = Instant::now();
         let tr = transcribe_samples(&model, &info, rate, &samples, &Default::default()).map_err(|e| e.to_string())?;
         let (cpu1, rss) = rusage();
+        let mut repeats = Vec::new();
+        for _ in 0..args.repeat {
+            let r = transcribe_samples(&model, &info, rate, &samples, &Default::default()).map_err(|e| e.to_string())?;
+            repeats.push(json!({"text": r.text, "confidence": r.confidence(), "same": r == tr}));
+        }
         Ok(json!({
+            "repeats": repeats,
             "text": tr.text,
             "confidence": tr.confidence(),
             "words": tr.words,

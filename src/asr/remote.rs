@@ -1,0 +1,262 @@
+//! The served path's client: one WebSocket connection per listening attempt to a resident
+//! recognizer (`asr_bridge serve`, or a real vosk-server), speaking vosk-server's protocol:
+//! a `{"config": ..}` text message, 100 ms binary blocks (the same blocks the in-process
+//! engine feeds libvosk), one `partial`/`result` reply per block, `{"eof" : 1}` for the final
+//! result. Lock-step: each block waits for its reply, so a reply deadline always holds and the
+//! server's decoding is the call's back-pressure. Every socket operation has a deadline.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+use super::engine::{EngineOptions, Segment, Transcript};
+use super::AsrError;
+
+/// Where the server listens: `unix:PATH` or `ws://HOST:PORT[/PATH]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    Unix(PathBuf),
+    Ws { host: String, port: u16, path: String },
+}
+
+impl std::str::FromStr for ServerAddr {
+    type Err = String;
+
+    /// ```
+    /// use asr_bridge::asr::remote::ServerAddr;
+    /// assert_eq!("unix:/run/asr.sock".parse(), Ok(ServerAddr::Unix("/run/asr.sock".into())));
+    /// assert_eq!(
+    ///     "ws://10.0.0.5:2700".parse(),
+    ///     Ok(ServerAddr::Ws { host: "10.0.0.5".into(), port: 2700, path: "/".into() })
+    /// );
+    /// assert!("http://x".parse::<ServerAddr>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<ServerAddr, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            let p = p.strip_prefix("//").unwrap_or(p);
+            if p.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(ServerAddr::Unix(PathBuf::from(p)));
+        }
+        let rest = s.strip_prefix("ws://").ok_or_else(|| format!("{s:?}: expected unix:PATH or ws://HOST:PORT"))?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                (h.to_string(), p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?)
+            }
+            _ => (hostport.to_string(), 80),
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: no host"));
+        }
+        Ok(ServerAddr::Ws { host, port, path })
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ServerAddr::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
+        }
+    }
+}
+
+/// A connected socket of either kind.
+#[derive(Debug)]
+pub enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    /// Read and write deadlines for every later operation.
+    pub fn set_timeouts(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
+            Conn::Tcp(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+fn unreachable(addr: &ServerAddr, reason: impl std::fmt::Display) -> AsrError {
+    AsrError::ServerUnreachable { addr: addr.to_string(), reason: reason.to_string() }
+}
+
+/// Opens a WebSocket to `addr` at `path` ("/" for calls), connect and handshake within
+/// `deadline`. At capacity the server answers the handshake with 503: [`AsrError::ServerBusy`].
+pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<WebSocket<Conn>, AsrError> {
+    let until = Instant::now() + deadline;
+    let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let (conn, url) = match addr {
+        ServerAddr::Unix(p) => (Conn::Unix(UnixStream::connect(p).map_err(|e| unreachable(addr, e))?), format!("ws://localhost{path}")),
+        ServerAddr::Ws { host, port, path: base } => {
+            let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(|e| unreachable(addr, e))?.collect();
+            let mut last = None;
+            let mut conn = None;
+            for a in addrs {
+                match TcpStream::connect_timeout(&a, left()) {
+                    Ok(s) => {
+                        conn = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let s = conn.ok_or_else(|| unreachable(addr, last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into())))?;
+            let _ = s.set_nodelay(true);
+            let full = if path == "/" { base.clone() } else { format!("{}{}", base.trim_end_matches('/'), path) };
+            (Conn::Tcp(s), format!("ws://{host}:{port}{full}"))
+        }
+    };
+    conn.set_timeouts(Some(left())).map_err(|e| unreachable(addr, e))?;
+    let request = url.as_str().into_client_request().map_err(|e| unreachable(addr, e))?;
+    match tungstenite::client::client(request, conn) {
+        Ok((ws, _)) => Ok(ws),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
+            if resp.status().as_u16() == 503 {
+                Err(AsrError::ServerBusy { addr: addr.to_string(), reason: body })
+            } else {
+                Err(unreachable(addr, format!("HTTP {} {body}", resp.status())))
+            }
+        }
+        Err(HandshakeError::Interrupted(_)) => Err(unreachable(addr, format!("no handshake within {deadline:?}"))),
+        Err(HandshakeError::Failure(e)) => Err(unreachable(addr, e)),
+    }
+}
+
+/// Reads the server's statistics (`asr_bridge stats`).
+pub fn fetch_stats(addr: &ServerAddr, deadline: Duration) -> Result<serde_json::Value, AsrError> {
+    let mut ws = connect(addr, "/stats", deadline)?;
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                let _ = ws.close(None);
+                return serde_json::from_str(t.as_str()).map_err(|e| unreachable(addr, format!("bad statistics: {e}")));
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(unreachable(addr, e)),
+        }
+    }
+}
+
+/// One attempt's recognizer on the server.
+pub struct RemoteEngine {
+    ws: WebSocket<Conn>,
+    addr: String,
+    transcript: Transcript,
+    bytes: Vec<u8>,
+    blocks: u64,
+}
+
+impl RemoteEngine {
+    /// Connects and sends the config message. `rate` is the call's audio rate; the server
+    /// resamples when its model needs it, exactly as the in-process engine would.
+    pub fn start(addr: &ServerAddr, deadline: Duration, rate: u32, opts: &EngineOptions) -> Result<RemoteEngine, AsrError> {
+        let mut ws = connect(addr, "/", deadline)?;
+        let mut config = json!({"sample_rate": rate, "words": 1, "max_alternatives": opts.alternatives});
+        if let Some(g) = &opts.grammar {
+            config["phrase_list"] = json!(g);
+        }
+        let msg = json!({ "config": config }).to_string();
+        let name = addr.to_string();
+        ws.send(Message::text(msg)).map_err(|e| AsrError::ServerLost { addr: name.clone(), reason: e.to_string() })?;
+        Ok(RemoteEngine { ws, addr: name, transcript: Transcript::default(), bytes: Vec::new(), blocks: 0 })
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> AsrError {
+        AsrError::ServerLost { addr: self.addr.clone(), reason: e.to_string() }
+    }
+
+    /// The next reply, within the socket's deadline.
+    fn reply(&mut self) -> Result<serde_json::Value, AsrError> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).map_err(|e| self.lost(format!("bad reply: {e}"))),
+                Ok(Message::Close(frame)) => {
+                    let (code, why) = frame.map(|f| (f.code, f.reason.to_string())).unwrap_or((CloseCode::Normal, String::new()));
+                    return Err(match code {
+                        CloseCode::Policy | CloseCode::Unsupported | CloseCode::Invalid => {
+                            AsrError::ServerRefused { addr: self.addr.clone(), reason: why }
+                        }
+                        _ => self.lost(format!("closed the connection ({code}) {why}")),
+                    });
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(self.lost("no reply within the deadline (--server-timeout)"))
+                }
+                Err(e) => return Err(self.lost(e)),
+            }
+        }
+    }
+
+    /// Sends one block and takes its reply; a closed segment joins the transcript.
+    pub fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        self.bytes.clear();
+        for s in block {
+            self.bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        self.blocks += 1;
+        let msg = Message::binary(self.bytes.clone());
+        self.ws.send(msg).map_err(|e| self.lost(e))?;
+        let reply = self.reply()?;
+        if let Some(seg) = Segment::from_reply(&reply) {
+            self.transcript.push(seg);
+        }
+        Ok(())
+    }
+
+    /// Blocks sent so far.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Asks for the final result and closes.
+    pub fn finish(mut self) -> Result<Transcript, AsrError> {
+        self.ws.send(Message::text(r#"{"eof" : 1}"#)).map_err(|e| self.lost(e))?;
+        let reply = self.reply()?;
+        let seg = Segment::from_reply(&reply).ok_or_else(|| self.lost(format!("expected a final result, got {reply}")))?;
+        self.transcript.push(seg);
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+        Ok(self.transcript)
+    }
+}

@@ -1,0 +1,242 @@
+//! One served call: vosk-server's message protocol over one WebSocket, on the shared model.
+//!
+//! - text `{"config": {"sample_rate", "phrase_list", "words", "max_alternatives"}}`: settings,
+//!   taken until the first audio (no reply, as vosk-server);
+//! - binary: 16-bit little-endian audio; reply `{"partial": ..}`, or `{"text": .., "result": ..}`
+//!   when libvosk's endpoint closed a segment;
+//! - text `{"eof" : 1}`: reply the final result, then close; `{"reset" : 1}`: reply the final
+//!   result and go on.
+//!
+//! The recognizer is built by the same [`Engine`] the in-process bridge uses (vocabulary check,
+//! grammar JSON guarded against libvosk's crashes, resampling when the model needs it), so a
+//! call fed the same blocks decodes the same way.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+use vosk::Model;
+
+use crate::asr::engine::{block_len, Engine, EngineOptions};
+use crate::asr::grammar;
+use crate::asr::{AsrError, ModelInfo};
+
+/// Settings from the config message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallConfig {
+    pub sample_rate: u32,
+    pub phrase_list: Option<Vec<String>>,
+    pub words: bool,
+    pub max_alternatives: u16,
+}
+
+impl CallConfig {
+    pub fn new(default_rate: u32) -> CallConfig {
+        CallConfig { sample_rate: default_rate, phrase_list: None, words: true, max_alternatives: 0 }
+    }
+
+    /// Applies a `{"config": {..}}` message; unknown keys (vosk-server's `model`, ...) are
+    /// ignored, bad values refused with a reason.
+    pub fn apply(&mut self, c: &Value) -> Result<(), String> {
+        let c = c.as_object().ok_or("config must be an object")?;
+        if let Some(v) = c.get("sample_rate") {
+            let r = v.as_f64().ok_or("sample_rate must be a number")?;
+            if !(4000.0..=48000.0).contains(&r) {
+                return Err(format!("sample_rate {r} outside 4000-48000"));
+            }
+            self.sample_rate = r.round() as u32;
+        }
+        if let Some(v) = c.get("phrase_list") {
+            let list = v.as_array().ok_or("phrase_list must be an array of strings")?;
+            let mut phrases = Vec::new();
+            for p in list {
+                let p = p.as_str().ok_or("phrase_list must be an array of strings")?;
+                let n = grammar::normalize(p);
+                if !n.is_empty() && !phrases.contains(&n) {
+                    phrases.push(n);
+                }
+            }
+            self.phrase_list = Some(phrases);
+        }
+        if let Some(v) = c.get("words") {
+            self.words = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
+        }
+        if let Some(v) = c.get("max_alternatives") {
+            let n = v.as_u64().ok_or("max_alternatives must be a whole number")?;
+            self.max_alternatives = n.min(100) as u16;
+        }
+        Ok(())
+    }
+}
+
+/// What a text message asks for.
+#[derive(Debug, PartialEq)]
+pub enum TextMessage {
+    Config(Value),
+    Eof,
+    Reset,
+    Other,
+}
+
+/// Classifies a text message (vosk-server compares the exact strings; JSON is accepted here
+/// with any spacing).
+pub fn classify(text: &str) -> TextMessage {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return TextMessage::Other };
+    let truthy = |k: &str| v.get(k).is_some_and(|x| x.as_i64().is_some_and(|n| n != 0) || x.as_bool() == Some(true));
+    if let Some(c) = v.get("config") {
+        TextMessage::Config(c.clone())
+    } else if truthy("eof") {
+        TextMessage::Eof
+    } else if truthy("reset") {
+        TextMessage::Reset
+    } else {
+        TextMessage::Other
+    }
+}
+
+/// One call's recognizer and its audio accumulator.
+pub struct ServedCall {
+    engine: Engine,
+    /// Samples waiting for a whole block (only when the engine resamples, whose resampler takes
+    /// fixed blocks; otherwise each message is fed as it came, as vosk-server does).
+    pending: Vec<i16>,
+    block: usize,
+    odd: Option<u8>,
+    /// Samples received.
+    pub samples: u64,
+    pub rate: u32,
+}
+
+impl ServedCall {
+    /// Builds the recognizer on the shared model (held locked only while building).
+    pub fn new(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig) -> Result<(ServedCall, Vec<String>), AsrError> {
+        let mut m = model.lock().map_err(|_| AsrError::Panic("model lock poisoned".into()))?;
+        let mut opts = EngineOptions { grammar: None, alternatives: cfg.max_alternatives };
+        let mut oov = Vec::new();
+        if let Some(phrases) = &cfg.phrase_list {
+            let (kept, unknown) = grammar::check_vocabulary(&mut m, phrases);
+            oov = unknown;
+            if info.runtime_grammar {
+                grammar::vosk_grammar_args(&kept)?;
+            }
+            opts.grammar = Some(kept);
+        }
+        let mut engine = Engine::new(&m, info, cfg.sample_rate, &opts)?;
+        drop(m);
+        if !cfg.words {
+            engine.set_words(false);
+        }
+        let block = block_len(cfg.sample_rate);
+        Ok((ServedCall { engine, pending: Vec::with_capacity(block * 2), block, odd: None, samples: 0, rate: cfg.sample_rate }, oov))
+    }
+
+    /// Feeds one binary message; the reply to send.
+    pub fn audio(&mut self, bytes: &[u8]) -> Result<String, AsrError> {
+        let mut samples = Vec::with_capacity(bytes.len() / 2 + 1);
+        let mut it = bytes.iter().copied();
+        if let Some(lo) = self.odd.take() {
+            match it.next() {
+                Some(hi) => samples.push(i16::from_le_bytes([lo, hi])),
+                None => self.odd = Some(lo),
+            }
+        }
+        let rest: Vec<u8> = it.collect();
+        let mut pairs = rest.chunks_exact(2);
+        samples.extend(pairs.by_ref().map(|p| i16::from_le_bytes([p[0], p[1]])));
+        if let [b] = pairs.remainder() {
+            self.odd = Some(*b);
+        }
+        self.samples += samples.len() as u64;
+        let mut closed = Vec::new();
+        if self.engine.resampling() {
+            self.pending.extend_from_slice(&samples);
+            let mut at = 0;
+            while self.pending.len() - at >= self.block {
+                if self.engine.accept_raw(&self.pending[at..at + self.block])? {
+                    closed.push(self.engine.result_json(false));
+                }
+                at += self.block;
+            }
+            self.pending.drain(..at);
+        } else if !samples.is_empty() && self.engine.accept_raw(&samples)? {
+            closed.push(self.engine.result_json(false));
+        }
+        Ok(match closed.len() {
+            0 => self.engine.partial_json(),
+            1 => closed.pop().unwrap_or_default(),
+            _ => merge(&closed),
+        })
+    }
+
+    /// The final result (`eof`/`reset`): feeds what waits for a whole block, then flushes.
+    pub fn finish(&mut self) -> Result<String, AsrError> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            let closed = self.engine.accept_raw(&rest)?;
+            if closed {
+                let first = self.engine.result_json(false);
+                let last = self.engine.result_json(true);
+                return Ok(merge(&[first, last]));
+            }
+        }
+        Ok(self.engine.result_json(true))
+    }
+}
+
+/// Several segments closed by one message become one result: texts joined, words appended.
+fn merge(results: &[String]) -> String {
+    let mut text: Vec<String> = Vec::new();
+    let mut words: Vec<Value> = Vec::new();
+    for r in results {
+        if let Ok(v) = serde_json::from_str::<Value>(r) {
+            if let Some(t) = v.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                text.push(t.to_string());
+            }
+            if let Some(w) = v.get("result").and_then(Value::as_array) {
+                words.extend(w.iter().cloned());
+            }
+            if v.get("alternatives").is_some() && text.is_empty() {
+                return r.clone();
+            }
+        }
+    }
+    serde_json::json!({ "result": words, "text": text.join(" ") }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_messages() {
+        assert_eq!(classify(r#"{"eof" : 1}"#), TextMessage::Eof);
+        assert_eq!(classify(r#"{"eof":1}"#), TextMessage::Eof);
+        assert_eq!(classify(r#"{"reset" : 1}"#), TextMessage::Reset);
+        assert_eq!(classify(r#"{"eof" : 0}"#), TextMessage::Other);
+        assert_eq!(classify("hello"), TextMessage::Other);
+        assert!(matches!(classify(r#"{"config": {"sample_rate": 8000}}"#), TextMessage::Config(_)));
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let mut c = CallConfig::new(8000);
+        c.apply(&serde_json::json!({"sample_rate": 16000.0, "phrase_list": ["Yes!", "no", "yes", "  "], "words": 0, "max_alternatives": 3, "model": "x"}))
+            .unwrap();
+        assert_eq!(c.sample_rate, 16000);
+        assert_eq!(c.phrase_list, Some(vec!["yes".to_string(), "no".to_string()]));
+        assert!(!c.words);
+        assert_eq!(c.max_alternatives, 3);
+        assert!(c.apply(&serde_json::json!({"sample_rate": 100})).is_err());
+        assert!(c.apply(&serde_json::json!({"phrase_list": "yes"})).is_err());
+        assert!(c.apply(&serde_json::json!({"phrase_list": [1, 2]})).is_err());
+        assert!(c.apply(&serde_json::json!("x")).is_err());
+    }
+
+    #[test]
+    fn merged_results_keep_every_word() {
+        let a = r#"{"result":[{"conf":1.0,"end":0.5,"start":0.1,"word":"a"}],"text":"a"}"#.to_string();
+        let b = r#"{"result":[{"conf":0.5,"end":1.5,"start":1.1,"word":"b"}],"text":"b"}"#.to_string();
+        let m: Value = serde_json::from_str(&merge(&[a, b])).unwrap();
+        assert_eq!(m["text"], "a b");
+        assert_eq!(m["result"].as_array().unwrap().len(), 2);
+    }
+}

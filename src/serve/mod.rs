@@ -1,0 +1,432 @@
+//! `asr_bridge serve`: the resident recognizer. One model loaded once and shared by every
+//! call; one recognizer per call; libvosk work on a worker pool sized to the cores
+//! ([`pool`]); vosk-server's WebSocket protocol ([`call`]) on a Unix socket (default) and
+//! optionally TCP. Admission control refuses a call past `--max-calls` at once, with HTTP 503
+//! at the handshake, so an EAGI client can set `ASR_CAUSE=100` and the dialplan can fall back
+//! to DTMF instead of the caller waiting in a queue. SIGTERM drains: no new calls, calls in
+//! flight finish (up to `--drain-timeout`). `/stats` answers with [`stats::Stats`] as JSON.
+//!
+//! Thread per connection (blocking sockets with deadlines), decode on the pool: a connection
+//! thread costs a few pages of stack; the model and decoding are the memory and CPU.
+
+#![allow(clippy::print_stdout)] // `asr_bridge stats` prints its JSON; serve itself logs to stderr.
+
+pub mod call;
+pub mod pool;
+pub mod stats;
+
+use std::cell::Cell;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+use crate::asr::engine::load_model;
+use crate::asr::model::inspect;
+use crate::asr::remote::{fetch_stats, Conn, ServerAddr};
+use crate::asr::ModelInfo;
+use crate::config::parse_duration;
+use crate::log_line;
+use call::{classify, CallConfig, ServedCall, TextMessage};
+use pool::Pool;
+use stats::Stats;
+
+/// The default socket (the systemd unit's RuntimeDirectory).
+pub const DEFAULT_SOCKET: &str = "/run/asr_bridge/asr.sock";
+
+/// Serves recognition to many calls from one resident model.
+#[derive(Debug, Parser)]
+#[command(name = "asr_bridge serve")]
+pub struct ServeArgs {
+    /// Vosk model directory (loaded once).
+    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Where to listen: unix:PATH or tcp:HOST:PORT (repeatable).
+    #[arg(long = "listen", default_value = "unix:/run/asr_bridge/asr.sock")]
+    pub listen: Vec<String>,
+    /// Decode threads [default: the number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Calls served at once; past this a new call is refused at once [default: 4 per worker].
+    #[arg(long)]
+    pub max_calls: Option<usize>,
+    /// Permissions of the Unix socket (octal).
+    #[arg(long, default_value = "660")]
+    pub socket_mode: String,
+    /// A call whose client sends nothing this long is dropped (its recognizer freed).
+    #[arg(long, default_value = "30s")]
+    pub idle_timeout: String,
+    /// On SIGTERM, how long calls in flight may take to finish.
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+    /// Audio rate assumed for a client that sends audio without a config message.
+    #[arg(long, default_value_t = 8000)]
+    pub sample_rate: u32,
+}
+
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn bind(spec: &str, mode: u32) -> Result<Listener, String> {
+        if let Some(p) = spec.strip_prefix("unix:") {
+            let path = PathBuf::from(p);
+            if path.exists() {
+                if UnixStream::connect(&path).is_ok() {
+                    return Err(format!("{p}: another server is already listening there"));
+                }
+                std::fs::remove_file(&path).map_err(|e| format!("{p}: cannot remove the stale socket: {e}"))?;
+            }
+            let l = UnixListener::bind(&path).map_err(|e| format!("{p}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{p}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(Listener::Unix(l, path))
+        } else if let Some(a) = spec.strip_prefix("tcp:") {
+            let l = TcpListener::bind(a).map_err(|e| format!("{a}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(Listener::Tcp(l))
+        } else {
+            Err(format!("--listen {spec:?}: expected unix:PATH or tcp:HOST:PORT"))
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Tcp(l) => l.local_addr().map(|a| format!("ws://{a}")).unwrap_or_else(|_| "tcp:?".into()),
+        }
+    }
+
+    fn accept(&self) -> Option<(Conn, String)> {
+        match self {
+            Listener::Unix(l, _) => l.accept().ok().map(|(s, _)| (Conn::Unix(s), "unix".to_string())),
+            Listener::Tcp(l) => l.accept().ok().map(|(s, a): (TcpStream, _)| {
+                let _ = s.set_nodelay(true);
+                (Conn::Tcp(s), a.to_string())
+            }),
+        }
+    }
+
+    fn set_blocking(c: &Conn) {
+        let _ = match c {
+            Conn::Unix(s) => s.set_nonblocking(false),
+            Conn::Tcp(s) => s.set_nonblocking(false),
+        };
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// What the server shares with each connection thread.
+struct Shared {
+    model: Mutex<vosk::Model>,
+    info: ModelInfo,
+    pool: Pool,
+    stats: Stats,
+    idle: Duration,
+    default_rate: u32,
+    listen: Vec<String>,
+    next_id: AtomicUsize,
+}
+
+/// Entry point of `asr_bridge serve`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let args = match ServeArgs::try_parse_from(std::iter::once("serve".to_string()).chain(args)) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log_line!("serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let dur = |name: &str, v: &str| parse_duration(v).ok_or_else(|| format!("--{name} {v:?}: not a duration"));
+    let idle = dur("idle-timeout", &args.idle_timeout)?;
+    let drain = dur("drain-timeout", &args.drain_timeout)?;
+    let mode = u32::from_str_radix(&args.socket_mode, 8).map_err(|_| format!("--socket-mode {:?}: not octal", args.socket_mode))?;
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let max_calls = args.max_calls.unwrap_or(workers * 4).max(1);
+    // Signals first, so a SIGTERM during the model load still ends us cleanly.
+    let signals = Arc::new(AtomicUsize::new(0));
+    for s in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let n = signals.clone();
+        // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+        unsafe { signal_hook::low_level::register(s, move || { n.fetch_add(1, Ordering::SeqCst); }) }
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    let info = inspect(&args.model).map_err(|e| e.to_string())?;
+    let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
+    let listeners: Vec<Listener> = args.listen.iter().map(|l| Listener::bind(l, mode)).collect::<Result<_, _>>()?;
+    let listen: Vec<String> = listeners.iter().map(Listener::name).collect();
+    let shared = Arc::new(Shared {
+        model: Mutex::new(model),
+        info,
+        pool: Pool::new(workers).map_err(|e| format!("cannot start the decode workers: {e}"))?,
+        stats: Stats::new(max_calls),
+        idle,
+        default_rate: args.sample_rate,
+        listen: listen.clone(),
+        next_id: AtomicUsize::new(1),
+    });
+    log_line!(
+        "serving {} (loaded in {:.0} ms) on {} with {workers} decode workers, at most {max_calls} calls",
+        shared.info.dir.display(),
+        load.as_secs_f64() * 1000.0,
+        listen.join(", ")
+    );
+    let fds: Vec<_> = listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Unix(u, _) => u.as_fd(),
+            Listener::Tcp(t) => t.as_fd(),
+        })
+        .collect();
+    while signals.load(Ordering::SeqCst) == 0 {
+        let mut pfds: Vec<nix::poll::PollFd> = fds.iter().map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN)).collect();
+        if nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0) <= 0 {
+            continue;
+        }
+        for l in &listeners {
+            while let Some((conn, peer)) = l.accept() {
+                Listener::set_blocking(&conn);
+                let sh = shared.clone();
+                let spawned = std::thread::Builder::new().name("call".into()).stack_size(256 * 1024).spawn(move || connection(&sh, conn, &peer));
+                if let Err(e) = spawned {
+                    log_line!("cannot start a connection thread: {e}");
+                }
+            }
+        }
+    }
+    // Drain: stop listening (new clients get "connection refused" and fall back), let the
+    // calls in flight finish.
+    shared.stats.draining.store(true, Ordering::SeqCst);
+    drop(fds);
+    drop(listeners);
+    let active = shared.stats.active.load(Ordering::SeqCst);
+    log_line!("shutting down: no new calls; waiting up to {drain:?} for {active} call(s) in flight");
+    let until = Instant::now() + drain;
+    let first = signals.load(Ordering::SeqCst);
+    while shared.stats.active.load(Ordering::SeqCst) > 0 && Instant::now() < until && signals.load(Ordering::SeqCst) == first {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = shared.stats.active.load(Ordering::SeqCst);
+    if left > 0 {
+        log_line!("exiting with {left} call(s) still in flight");
+    } else {
+        log_line!("all calls finished; exiting");
+    }
+    Ok(())
+}
+
+/// One accepted connection: the handshake (admission, or statistics), then the call.
+fn connection(sh: &Shared, conn: Conn, peer: &str) {
+    let _ = conn.set_timeouts(Some(Duration::from_secs(5)));
+    let wants_stats = Cell::new(false);
+    let admitted = Cell::new(false);
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == "/stats" {
+            wants_stats.set(true);
+            return Ok(resp);
+        }
+        if sh.stats.draining.load(Ordering::SeqCst) {
+            return Err(refusal("shutting down"));
+        }
+        if !sh.stats.admit() {
+            return Err(refusal(&format!("at capacity: {} calls active", sh.stats.max_calls)));
+        }
+        admitted.set(true);
+        Ok(resp)
+    };
+    let result = tungstenite::accept_hdr(conn, callback);
+    // The slot is given back however the connection ends.
+    let _slot = admitted.get().then(|| SlotGuard(&sh.stats));
+    let mut ws = match result {
+        Ok(ws) => ws,
+        Err(e) => {
+            if !admitted.get() && !wants_stats.get() {
+                log_line!("refused a call from {peer}: {e}");
+            }
+            return;
+        }
+    };
+    if wants_stats.get() {
+        let j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
+        let _ = ws.send(Message::text(j.to_string()));
+        let _ = ws.close(None);
+        let _ = ws.flush();
+        return;
+    }
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    let _ = ws.get_ref().set_timeouts(Some(sh.idle));
+    match serve_call(sh, &mut ws, id) {
+        Ok(()) => {
+            sh.stats.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        Err((code, why)) => {
+            sh.stats.aborted.fetch_add(1, Ordering::Relaxed);
+            log_line!("call {id} from {peer} ended: {why}");
+            if let Some(code) = code {
+                let reason: String = why.chars().take(120).collect();
+                let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
+                let _ = ws.flush();
+            }
+        }
+    }
+}
+
+struct SlotGuard<'a>(&'a Stats);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+fn refusal(why: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why.to_string()));
+    *r.status_mut() = tungstenite::http::StatusCode::SERVICE_UNAVAILABLE;
+    r
+}
+
+type CallEnd = Result<(), (Option<CloseCode>, String)>;
+
+/// vosk-server's loop for one call; `Ok` when the client got its final result.
+fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
+    let mut cfg = CallConfig::new(sh.default_rate);
+    let mut call: Option<Box<ServedCall>> = None;
+    let mut counted_ms = 0u64;
+    loop {
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Err((None, "client closed before eof".into())),
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err((Some(CloseCode::Away), format!("client silent for {:?}", sh.idle)))
+            }
+            Err(e) => return Err((None, format!("client gone: {e}"))),
+        };
+        let received = Instant::now();
+        let (work, last): (Work, bool) = match msg {
+            Message::Text(t) => match classify(t.as_str()) {
+                TextMessage::Config(c) => {
+                    if call.is_some() {
+                        log_line!("call {id}: config after audio ignored");
+                    } else if let Err(e) = cfg.apply(&c) {
+                        return Err((Some(CloseCode::Policy), format!("bad config: {e}")));
+                    }
+                    continue;
+                }
+                TextMessage::Eof => (Work::Final, true),
+                TextMessage::Reset => (Work::Final, false),
+                TextMessage::Other => return Err((Some(CloseCode::Unsupported), "unsupported text message".into())),
+            },
+            Message::Binary(b) => (Work::Audio(b.to_vec()), false),
+            Message::Close(_) => return Err((None, "client closed before eof".into())),
+            _ => continue,
+        };
+        let c = match call.take() {
+            Some(c) => c,
+            None => {
+                let (c, oov) = ServedCall::new(&sh.model, &sh.info, &cfg).map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
+                if !oov.is_empty() {
+                    log_line!("call {id}: grammar words not in the model's vocabulary: {}", oov.join(", "));
+                }
+                Box::new(c)
+            }
+        };
+        let audio = matches!(work, Work::Audio(_));
+        let (c, reply, queued) = sh
+            .pool
+            .run(move || {
+                let mut c = c;
+                let r = match work {
+                    Work::Audio(b) => c.audio(&b),
+                    Work::Final => c.finish(),
+                };
+                (c, r)
+            })
+            .map(|((c, r), q)| (c, r, q))
+            .ok_or((Some(CloseCode::Error), "decoding panicked".to_string()))?;
+        let reply = reply.map_err(|e| (Some(CloseCode::Error), e.to_string()))?;
+        if audio {
+            sh.stats.record(received.elapsed(), queued);
+            let ms = c.samples * 1000 / c.rate.max(1) as u64;
+            sh.stats.audio_ms.fetch_add(ms - counted_ms, Ordering::Relaxed);
+            counted_ms = ms;
+        }
+        if let Err(e) = ws.send(Message::text(reply)) {
+            return Err((None, format!("client gone: {e}")));
+        }
+        if last {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            return Ok(());
+        }
+        call = Some(c);
+    }
+}
+
+enum Work {
+    Audio(Vec<u8>),
+    Final,
+}
+
+/// Entry point of `asr_bridge stats`: prints the server's statistics as JSON; exit 1 when it
+/// cannot be reached (a health check).
+pub fn stats_main(args: Vec<String>) -> ExitCode {
+    #[derive(Parser)]
+    #[command(name = "asr_bridge stats")]
+    struct StatsArgs {
+        /// The server: unix:PATH or ws://HOST:PORT.
+        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "unix:/run/asr_bridge/asr.sock")]
+        server: String,
+        /// Connect and reply deadline.
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+    }
+    let a = match StatsArgs::try_parse_from(std::iter::once("stats".to_string()).chain(args)) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let addr: ServerAddr = match a.server.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stats: --server {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let t = parse_duration(&a.timeout).unwrap_or(Duration::from_secs(2));
+    match fetch_stats(&addr, t) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stats: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
