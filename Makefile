@@ -32,8 +32,10 @@ MANDIR       := $(PREFIX)/share/man/man1
 BASHCOMPDIR  := $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR   := $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR  := $(PREFIX)/share/fish/vendor_completions.d
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALLED    := $(BINDIR)/asr_bridge $(PKGLIBDIR)/libvosk.so $(AGIDIR)/asr_bridge $(MANDIR)/asr_bridge.1 \
-                $(BASHCOMPDIR)/asr_bridge $(ZSHCOMPDIR)/_asr_bridge $(FISHCOMPDIR)/asr_bridge.fish
+                $(BASHCOMPDIR)/asr_bridge $(ZSHCOMPDIR)/_asr_bridge $(FISHCOMPDIR)/asr_bridge.fish \
+                $(SYSTEMDUNITDIR)/asr_bridge.service
 
 all: build
 
@@ -84,7 +86,7 @@ release: $(LIBVOSK)
 install: $(LIBVOSK)
 	@if [ ! -x $(INSTALL_BIN) ]; then cargo build --release; fi
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(AGIDIR) $(DESTDIR)$(MANDIR) \
-	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/asr_bridge
 	install -m 0644 $(LIBVOSK) $(DESTDIR)$(PKGLIBDIR)/libvosk.so
 	ln -sfr $(DESTDIR)$(BINDIR)/asr_bridge $(DESTDIR)$(AGIDIR)/asr_bridge
@@ -92,6 +94,8 @@ install: $(LIBVOSK)
 	$(INSTALL_BIN) completions bash > $(DESTDIR)$(BASHCOMPDIR)/asr_bridge
 	$(INSTALL_BIN) completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_asr_bridge
 	$(INSTALL_BIN) completions fish > $(DESTDIR)$(FISHCOMPDIR)/asr_bridge.fish
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/asr_bridge.service > $(DESTDIR)$(SYSTEMDUNITDIR)/asr_bridge.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/asr_bridge.service
 	@echo "installed; check it with: $(BINDIR)/asr_bridge doctor --agi-dir=$(AGIDIR)"
 
 # Removes exactly the files install wrote (and the package's own lib directory).

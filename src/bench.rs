@@ -58,6 +58,70 @@ pub struct BenchArgs {
     /// Only the first N WAVs.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Also run every call and concurrency level through a resident `asr_bridge serve`
+    /// started here (one shared model), side by side with the in-process runs.
+    #[arg(long)]
+    pub served: bool,
+    /// Extra concurrency levels for the served mode only (in-process would need a model each).
+    #[arg(long, value_delimiter = ',')]
+    pub served_calls: Vec<usize>,
+}
+
+/// The resident server the bench starts for `--served`.
+struct BenchServer {
+    child: std::process::Child,
+    addr: String,
+    /// Resident memory once the model is loaded, before any call: "one model".
+    baseline_rss_kb: u64,
+}
+
+impl BenchServer {
+    fn start(args: &BenchArgs, dir: &Path, max_calls: usize) -> Result<BenchServer, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let sock = dir.join("asr.sock");
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg(format!("--model={}", args.model.display()))
+            .arg(format!("--listen=unix:{}", sock.display()))
+            .arg(format!("--max-calls={max_calls}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("starting asr_bridge serve: {e}"))?;
+        let addr = format!("unix:{}", sock.display());
+        let mut s = BenchServer { child, addr, baseline_rss_kb: 0 };
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(st) = s.stats() {
+                s.baseline_rss_kb = st["rss_kb"].as_u64().unwrap_or(0);
+                return Ok(s);
+            }
+            if std::time::Instant::now() > until {
+                return Err("asr_bridge serve did not come up".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stats(&self) -> Result<Value, String> {
+        let a: crate::asr::remote::ServerAddr = self.addr.parse()?;
+        crate::asr::remote::fetch_stats(&a, Duration::from_secs(5)).map_err(|e| e.to_string())
+    }
+
+    /// The server's resident memory now, kB.
+    fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn dur(v: &str) -> Duration {
@@ -95,8 +159,11 @@ struct Run {
 }
 
 fn simulate(args: &BenchArgs, wav: &Path, entry: &Value, program: Option<(&Path, Vec<String>)>, dir: &Path, tag: &str) -> Result<Run, String> {
-    simulate_with_lead(args, wav, entry, program, dir, tag, dur(&args.lead_silence))
+    simulate_with_lead(args, wav, entry, program, dir, tag, dur(&args.lead_silence), None)
 }
+
+/// Where the bridge recognizes: `None` in-process, or the server's address.
+type Via<'a> = Option<&'a str>;
 
 fn simulate_with_lead(
     args: &BenchArgs,
@@ -106,6 +173,7 @@ fn simulate_with_lead(
     dir: &Path,
     tag: &str,
     lead: Duration,
+    via: Via,
 ) -> Result<Run, String> {
     let (samples, rate) = read_mono16(wav).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -122,7 +190,10 @@ fn simulate_with_lead(
                 format!("--json-log={}", json_log.display()),
                 format!("--record={}", rec.display()),
                 "--no-input-timeout=10s".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(via.map(|a| format!("--server={a}")))
+            .collect(),
         ),
     };
     let mut o = SimOptions::new(bridge, samples, rate);
@@ -202,8 +273,15 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     let entries: Vec<&Value> = manifest.iter().filter(|e| e["kind"] == "speech").take(args.limit.unwrap_or(usize::MAX)).collect();
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+    let server = if args.served {
+        let max = args.calls.iter().chain(&args.served_calls).copied().max().unwrap_or(1).max(1);
+        eprintln!("starting asr_bridge serve (one model for every served call)...");
+        Some(BenchServer::start(args, work.path(), max)?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
-    let total = entries.len() * if args.peer.is_some() { 2 } else { 1 };
+    let total = entries.len() * (1 + args.peer.is_some() as usize + args.served as usize);
     let mut step = 0;
     for (i, e) in entries.iter().enumerate() {
         let name = e["file"].as_str().unwrap_or("");
@@ -228,6 +306,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
             "fd3_ready_ms": j["fd3_ready_ms"],
             "exec_to_main_ms": j["t0_unix_ms"].as_f64().map(|t| t - r.res.spawn_unix_ms),
             "model_load_ms": j["model_load_ms"],
+            "start_to_streaming_ms": start_to_streaming(&r),
             "cpu_per_audio_s": bridge_cpu,
             "direct_cpu_per_audio_s": direct_cpu,
             "cpu_ratio": bridge_cpu / direct_cpu,
@@ -236,6 +315,26 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
             "same_as_direct": d["text"].as_str() == Some(text.as_str()),
             "wer": wer(e["text"].as_str().unwrap_or(""), &text),
         });
+        if let Some(srv) = &server {
+            progress(step, total, &format!("{name} (served)"));
+            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), dur(&args.lead_silence), Some(&srv.addr))?;
+            step += 1;
+            let sj = &sv.log;
+            let stext = sv.res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
+            row["served"] = json!({
+                "status": sv.res.vars.get("ASR_STATUS"),
+                "cause": sv.res.vars.get("ASR_CAUSE"),
+                "text": stext,
+                "backend": sj["backend"],
+                "same_as_in_process": stext == row["text"].as_str().unwrap_or(""),
+                "latency_ms": latency(&sv.res, "ASR_STATUS", args.speed),
+                "start_to_streaming_ms": start_to_streaming(&sv),
+                "connect_ms": sj["model_load_ms"],
+                "samples_dropped": sj["samples_dropped"],
+                "cpu_s": sv.res.child_cpu_s,
+                "peak_rss_kb": sv.res.child_maxrss_kb,
+            });
+        }
         if let Some(peer) = &args.peer {
             progress(step, total, &format!("{name} (peer)"));
             let p = simulate(args, &wav, e, Some((&args.peer_python, vec![peer.display().to_string()])), work.path(), &format!("p{i}"))?;
@@ -257,45 +356,37 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     progress(total, total, "done");
     eprintln!();
 
-    // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on one WAV.
+    // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on one WAV,
+    // in-process (a model per call) and, with --served, through the one resident server.
     let mut levels = Vec::new();
+    let mut served_levels = Vec::new();
     if let Some(e) = entries.first() {
         let name = e["file"].as_str().unwrap_or("");
         let wav = if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) };
         for &n in &args.calls {
-            eprint!("\rconcurrency: {n} calls at once{:<30}", "");
-            let runs: Vec<Result<Run, String>> = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..n).map(|k| {
-                    let (wav, dir) = (wav.clone(), work.path().to_path_buf());
-                    // N models load at once on few cores: wait that out so the latency is
-                    // the steady state under N decoding streams.
-                    let lead = dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64));
-                    s.spawn(move || simulate_with_lead(args, &wav, e, None, &dir, &format!("c{n}-{k}"), lead))
-                }).collect();
-                hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect()
-            });
-            let ok: Vec<Run> = runs.into_iter().filter_map(Result::ok).collect();
-            let lat: Vec<f64> = ok.iter().filter_map(|r| latency(&r.res, "ASR_STATUS", args.speed)).collect();
-            let dropped: u64 = ok.iter().map(|r| r.log["samples_dropped"].as_u64().unwrap_or(0) + r.res.frames_dropped).sum();
-            levels.push(json!({
-                "calls": n,
-                "completed": ok.len(),
-                "latency_p50_ms": percentile(&lat, 50.0),
-                "latency_p95_ms": percentile(&lat, 95.0),
-                "dropped": dropped,
-                "total_rss_mb": ok.iter().map(|r| r.res.child_maxrss_kb).sum::<u64>() as f64 / 1024.0,
-                "total_cpu_s": ok.iter().map(|r| r.res.child_cpu_s).sum::<f64>(),
-                "model_load_ms_max": ok.iter().filter_map(|r| r.log["model_load_ms"].as_f64()).fold(0.0, f64::max),
-            }));
+            eprint!("\rconcurrency: {n} calls at once (in-process){:<30}", "");
+            levels.push(level(args, &wav, e, work.path(), n, None));
+        }
+        if let Some(srv) = &server {
+            let mut ns: Vec<usize> = args.calls.iter().chain(&args.served_calls).copied().collect();
+            ns.sort_unstable();
+            ns.dedup();
+            for n in ns {
+                eprint!("\rconcurrency: {n} calls at once (served){:<30}", "");
+                served_levels.push(level(args, &wav, e, work.path(), n, Some(srv)));
+            }
         }
         eprintln!();
     }
     let bound = args.max_latency_ms.unwrap_or(dur(&args.end_silence).as_secs_f64() * 1000.0 + 150.0);
-    let held = levels
-        .iter()
-        .filter(|l| l["dropped"] == 0 && l["latency_p95_ms"].as_f64().is_some_and(|p| p <= bound) && l["completed"] == l["calls"])
-        .filter_map(|l| l["calls"].as_u64())
-        .max();
+    let held_of = |ls: &[Value]| {
+        ls.iter()
+            .filter(|l| l["dropped"] == 0 && l["latency_p95_ms"].as_f64().is_some_and(|p| p <= bound) && l["completed"] == l["calls"] && l["ok"] == l["calls"])
+            .filter_map(|l| l["calls"].as_u64())
+            .max()
+    };
+    let held = held_of(&levels);
+    let held_served = held_of(&served_levels);
 
     // Summary and bounds.
     let lat: Vec<f64> = rows.iter().filter_map(|r| r["latency_ms"].as_f64()).collect();
@@ -319,11 +410,13 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         "same_as_direct": rows.iter().filter(|r| r["same_as_direct"] == true).count(),
         "max_dropped": max_dropped,
         "largest_n_without_drops_within_bound": held, "latency_bound_ms": bound,
+        "served_largest_n_without_drops_within_bound": held_served,
+        "served": served_summary(&rows, &levels, &served_levels, server.as_ref().map(|s| s.baseline_rss_kb)),
         "peer_latency_mean_ms": if peer_lat.is_empty() { Value::Null } else { json!(mean(&peer_lat)) },
         "latency_ratio_to_peer": if peer_lat.is_empty() { Value::Null } else { json!(mean(&lat) / mean(&peer_lat)) },
         "bounds_broken": broken,
     });
-    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "end_silence": args.end_silence, "speed": args.speed});
+    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "served_concurrency": served_levels, "end_silence": args.end_silence, "speed": args.speed});
     std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.html"), html(&report)).map_err(|e| e.to_string())?;
     print_table(&report);
@@ -333,6 +426,94 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Process start (the host's fork/exec) to the moment decoding can start: exec and dynamic
+/// linking, then the model load (in-process) or the server connection (served).
+fn start_to_streaming(r: &Run) -> Option<f64> {
+    let to_main = r.log["t0_unix_ms"].as_f64()? - r.res.spawn_unix_ms;
+    Some(to_main + r.log["ready_ms"].as_f64()?)
+}
+
+/// N calls at once on one WAV; with `server`, through it, sampling its memory meanwhile.
+fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: Option<&BenchServer>) -> Value {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (runs, server_peak_kb) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = server.map(BenchServer::rss_kb).unwrap_or(0).max(peak);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        let hs: Vec<_> = (0..n)
+            .map(|k| {
+                let tag = format!("{}{n}-{k}", if server.is_some() { "sc" } else { "c" });
+                // N models load at once on few cores: wait that out so the latency is the
+                // steady state under N decoding streams (the same lead for both modes).
+                let lead = dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64));
+                let via = server.map(|sv| sv.addr.as_str());
+                s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, lead, via))
+            })
+            .collect();
+        let runs: Vec<Result<Run, String>> = hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (runs, sampler.join().unwrap_or(0))
+    });
+    let ok: Vec<Run> = runs.into_iter().filter_map(Result::ok).collect();
+    let lat: Vec<f64> = ok.iter().filter_map(|r| latency(&r.res, "ASR_STATUS", args.speed)).collect();
+    let dropped: u64 = ok.iter().map(|r| r.log["samples_dropped"].as_u64().unwrap_or(0) + r.res.frames_dropped).sum();
+    let clients_kb: u64 = ok.iter().map(|r| r.res.child_maxrss_kb).sum();
+    let starts: Vec<f64> = ok.iter().filter_map(start_to_streaming).collect();
+    let mut l = json!({
+        "calls": n,
+        "completed": ok.len(),
+        "ok": ok.iter().filter(|r| r.res.vars.get("ASR_STATUS").map(String::as_str) == Some("OK")).count(),
+        "latency_p50_ms": percentile(&lat, 50.0),
+        "latency_p95_ms": percentile(&lat, 95.0),
+        "start_to_streaming_p50_ms": percentile(&starts, 50.0),
+        "start_to_streaming_max_ms": starts.iter().copied().fold(0.0, f64::max),
+        "dropped": dropped,
+        "total_rss_mb": (clients_kb + server_peak_kb) as f64 / 1024.0,
+        "total_cpu_s": ok.iter().map(|r| r.res.child_cpu_s).sum::<f64>(),
+        "model_load_ms_max": ok.iter().filter_map(|r| r.log["model_load_ms"].as_f64()).fold(0.0, f64::max),
+    });
+    if let Some(sv) = server {
+        l["clients_rss_mb"] = json!(clients_kb as f64 / 1024.0);
+        l["server_peak_rss_mb"] = json!(server_peak_kb as f64 / 1024.0);
+        l["one_model_mb"] = json!(sv.baseline_rss_kb as f64 / 1024.0);
+        let bound = sv.baseline_rss_kb as f64 / 1024.0 + 30.0 * n as f64;
+        l["memory_bound_mb"] = json!(bound);
+        l["within_memory_bound"] = json!((clients_kb + server_peak_kb) as f64 / 1024.0 <= bound);
+        l["server"] = sv.stats().unwrap_or(Value::Null);
+    }
+    l
+}
+
+/// Served versus in-process, side by side.
+fn served_summary(rows: &[Value], levels: &[Value], served: &[Value], one_model_kb: Option<u64>) -> Value {
+    let Some(one_model_kb) = one_model_kb else { return Value::Null };
+    let mean = |v: Vec<f64>| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
+    let lat_in = mean(rows.iter().filter_map(|r| r["latency_ms"].as_f64()).collect());
+    let lat_sv = mean(rows.iter().filter_map(|r| r["served"]["latency_ms"].as_f64()).collect());
+    let st_in = mean(rows.iter().filter_map(|r| r["start_to_streaming_ms"].as_f64()).collect());
+    let st_sv = mean(rows.iter().filter_map(|r| r["served"]["start_to_streaming_ms"].as_f64()).collect());
+    let memory: Vec<Value> = served
+        .iter()
+        .map(|s| {
+            let n = s["calls"].as_u64().unwrap_or(0);
+            let inproc = levels.iter().find(|l| l["calls"].as_u64() == Some(n)).map(|l| l["total_rss_mb"].clone());
+            json!({"calls": n, "in_process_mb": inproc, "served_mb": s["total_rss_mb"], "bound_mb": s["memory_bound_mb"], "within": s["within_memory_bound"]})
+        })
+        .collect();
+    json!({
+        "one_model_mb": one_model_kb as f64 / 1024.0,
+        "same_text_as_in_process": rows.iter().filter(|r| r["served"]["same_as_in_process"] == true).count(),
+        "latency_mean_ms": {"in_process": lat_in, "served": lat_sv, "ratio": lat_sv.zip(lat_in).map(|(a, b)| a / b)},
+        "start_to_streaming_mean_ms": {"in_process": st_in, "served": st_sv, "ratio": st_sv.zip(st_in).map(|(a, b)| a / b)},
+        "memory": memory,
+    })
 }
 
 fn f(v: &Value, digits: usize) -> String {
@@ -358,6 +539,27 @@ fn print_table(r: &Value) {
             let p = &row["peer"];
             println!("{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}", "  peer (python vosk)", f(&p["latency_ms"], 0), f(&p["first_read_ms"], 0), "-", "-", "-", "-", "-", p["peak_rss_kb"].as_f64().map(|k| format!("{:.0}", k / 1024.0)).unwrap_or_default());
         }
+    }
+    for row in r["files"].as_array().into_iter().flatten() {
+        let sv = &row["served"];
+        if !sv.is_null() {
+            println!(
+                "{:<26} served: latency {} ms (in-process {}), start to streaming {} ms (in-process {}), same text {}",
+                row["wav"].as_str().unwrap_or(""),
+                f(&sv["latency_ms"], 0),
+                f(&row["latency_ms"], 0),
+                f(&sv["start_to_streaming_ms"], 1),
+                f(&row["start_to_streaming_ms"], 0),
+                sv["same_as_in_process"]
+            );
+        }
+    }
+    for l in r["served_concurrency"].as_array().into_iter().flatten() {
+        println!(
+            "served {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, total RSS {} MB (server {} + clients {}; bound {} MB), start to streaming max {} ms",
+            l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"],
+            f(&l["total_rss_mb"], 0), f(&l["server_peak_rss_mb"], 0), f(&l["clients_rss_mb"], 0), f(&l["memory_bound_mb"], 0), f(&l["start_to_streaming_max_ms"], 1)
+        );
     }
     for l in r["concurrency"].as_array().into_iter().flatten() {
         println!(

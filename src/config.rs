@@ -149,8 +149,9 @@ pub struct CallArgs {
     /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
     #[arg(long, env = "ASR_BRIDGE_SERVER_FALLBACK")]
     pub server_fallback: bool,
-    /// Deadline to connect to the server, and for each of its replies.
-    #[arg(long, env = "ASR_BRIDGE_SERVER_TIMEOUT", default_value = "2s")]
+    /// Deadline to connect to the server, and for each of its replies (the first blocks on a
+    /// freshly started server can take a second or more: libvosk expands its graph lazily).
+    #[arg(long, env = "ASR_BRIDGE_SERVER_TIMEOUT", default_value = "5s")]
     pub server_timeout: String,
 }
 

@@ -44,6 +44,15 @@ fn install_doctor_call_uninstall() {
     }
     let agi = dest.join("var/lib/asterisk/agi-bin/asr_bridge");
     assert_eq!(std::fs::canonicalize(&agi).unwrap(), std::fs::canonicalize(&installed).unwrap());
+    // The systemd unit of the resident server points at the installed binary and uses
+    // options `serve` accepts.
+    let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/asr_bridge.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().filter(|w| !w.starts_with('$')).collect();
+    assert_eq!(words[..2], ["/usr/bin/asr_bridge", "serve"], "{exec}");
+    assert!(unit.contains("Type=notify") && unit.contains("RuntimeDirectory=asr_bridge"));
+    let help = Command::new(&installed).args(&words[1..]).arg("--help").env_remove("LD_LIBRARY_PATH").output().unwrap();
+    assert!(help.status.success(), "{exec}: {}", String::from_utf8_lossy(&help.stderr));
     let man = std::fs::read_to_string(dest.join("usr/share/man/man1/asr_bridge.1")).unwrap();
     assert!(man.contains("end\\-silence"), "man page lists the options");
 

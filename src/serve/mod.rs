@@ -198,6 +198,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         load.as_secs_f64() * 1000.0,
         listen.join(", ")
     );
+    notify_systemd("READY=1");
     let fds: Vec<_> = listeners
         .iter()
         .map(|l| match l {
@@ -224,6 +225,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Drain: stop listening (new clients get "connection refused" and fall back), let the
     // calls in flight finish.
     shared.stats.draining.store(true, Ordering::SeqCst);
+    notify_systemd("STOPPING=1");
     drop(fds);
     drop(listeners);
     let active = shared.stats.active.load(Ordering::SeqCst);
@@ -240,6 +242,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         log_line!("all calls finished; exiting");
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) how we are, when it started us with `$NOTIFY_SOCKET`.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let bytes = path.as_encoded_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        }
+        None => sock.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        log_line!("cannot notify systemd ({state}): {e}");
+    }
 }
 
 /// One accepted connection: the handshake (admission, or statistics), then the call.

@@ -1,0 +1,396 @@
+//! Served mode: `asr_bridge serve` (the real binary, the real model, one per test) and the
+//! bridge's `--server` client, through the simulated host. Issue: "Scale: one resident
+//! recognizer shares the model across all calls".
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use asr_bridge::asr::remote::{fetch_stats, ServerAddr};
+use common::*;
+use tungstenite::{Message, WebSocket};
+
+/// A resident server on its own socket, killed when dropped.
+struct Server {
+    child: Child,
+    sock: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("asr.sock");
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--model")
+            .arg(model())
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .expect("start asr_bridge serve");
+        let s = Server { child, sock, dir };
+        let until = Instant::now() + Duration::from_secs(60);
+        while s.try_stats().is_none() {
+            assert!(Instant::now() < until, "server did not come up; log:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn addr(&self) -> String {
+        format!("unix:{}", self.sock.display())
+    }
+
+    fn arg(&self) -> String {
+        format!("--server={}", self.addr())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn try_stats(&self) -> Option<serde_json::Value> {
+        fetch_stats(&self.addr().parse::<ServerAddr>().unwrap(), Duration::from_secs(2)).ok()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        self.try_stats().unwrap_or_else(|| panic!("stats unreachable; log:\n{}", self.log()))
+    }
+
+    /// Polls the statistics until `pred` holds (a deadline, not a timing assertion).
+    fn wait_for(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.stats();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < until, "{what} never happened: {s:#}\nlog:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// A raw vosk-server protocol client (what a third-party client would do).
+    fn raw_client(&self) -> WebSocket<std::os::unix::net::UnixStream> {
+        let s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tungstenite::client::client("ws://localhost/", s).expect("handshake").0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn served(wav_name: &str, server: &Server, args: &[&str]) -> Outcome {
+    let mut all = vec![server.arg()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut call = Call::new(wav_name, &all);
+    if wav_name.contains("16k") {
+        call.opts.channel_vars.insert("EAGI_AUDIO_FORMAT".into(), "slin16".into());
+    }
+    call.run()
+}
+
+/// Each bundled speech WAV on a fresh server gives exactly what the in-process engine gives
+/// for the same samples (the first recognizer of a freshly loaded model; the test of
+/// `research/vosk-0.3.45.md` §11): text and confidence; 16 kHz audio included (slin16).
+#[test]
+fn served_results_equal_in_process_on_every_bundled_wav() {
+    let entries: Vec<_> = manifest().into_iter().filter(|e| e["kind"] == "speech" && e["file"] != "ko-long-8k.wav").collect();
+    assert!(entries.len() >= 4);
+    for e in entries {
+        let name = e["file"].as_str().unwrap();
+        let server = Server::start(&[]);
+        let out = served(name, &server, &["--end-silence=700ms"]);
+        out.assert_ok();
+        assert_eq!(out.json()["backend"], "server", "{name}");
+        assert!(out.json()["model_load_ms"].as_f64().is_some());
+        let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+        let d = direct(&wav(name), Some(consumed));
+        assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "{name}");
+        let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
+        assert_eq!(out.var("ASR_CONFIDENCE"), conf, "{name}");
+        assert_eq!(out.json()["samples_dropped"], 0);
+        let s = server.wait_for("the call's end", |s| s["active"] == 0);
+        assert_eq!(s["completed"], 1, "{s:#}");
+    }
+}
+
+/// Later calls on one server differ from a fresh model only as libvosk itself does when one
+/// model serves several recognizers: the server's k-th call equals the k-th decode of the same
+/// samples on one model in one process (`transcribe --repeat`), exactly.
+#[test]
+fn later_calls_on_one_server_match_libvosk_sharing_one_model() {
+    let server = Server::start(&[]);
+    let name = "ko-numbers-8k.wav";
+    let outs: Vec<Outcome> = (0..3).map(|_| served(name, &server, &["--end-silence=700ms"])).collect();
+    let consumed = outs[0].json()["samples_consumed"].as_u64().unwrap();
+    for o in &outs {
+        o.assert_ok();
+        assert_eq!(o.json()["samples_consumed"].as_u64(), Some(consumed), "the endpoint does not depend on the backend");
+    }
+    let out = Command::new(bin())
+        .args(["transcribe", "--repeat", "2", "--samples", &consumed.to_string(), "--wav"])
+        .arg(wav(name))
+        .arg("--model")
+        .arg(model())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = [&d, &d["repeats"][0], &d["repeats"][1]];
+    for (k, (o, e)) in outs.iter().zip(expected).enumerate() {
+        assert_eq!(o.var("ASR_TEXT"), e["text"].as_str().unwrap(), "call {k}");
+        assert_eq!(o.var("ASR_CONFIDENCE"), format!("{:.2}", e["confidence"].as_f64().unwrap()), "call {k}");
+    }
+}
+
+/// Several calls at once share the one server: every call OK, nothing dropped, the calls
+/// overlapped on the server, and every slot is free afterwards.
+#[test]
+fn concurrent_calls_share_one_server() {
+    let server = Server::start(&["--max-calls=4"]);
+    let before = server.stats()["rss_kb"].as_u64().unwrap();
+    let names = ["ko-hello-8k.wav", "ko-weather-8k.wav", "ko-numbers-8k.wav"];
+    let outs: Vec<Outcome> = std::thread::scope(|s| {
+        let hs: Vec<_> = names.iter().map(|n| s.spawn(|| served(n, &server, &["--end-silence=700ms"]))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        o.assert_ok();
+        assert!(!o.var("ASR_TEXT").is_empty());
+        assert_eq!(o.json()["samples_dropped"], 0);
+        assert_eq!(o.res.frames_dropped, 0);
+    }
+    // They were on the server at the same time: each started before every other ended.
+    let spans: Vec<(f64, f64)> = outs.iter().map(|o| (o.res.spawn_unix_ms, o.res.spawn_unix_ms + o.res.child_ms)).collect();
+    let latest_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+    let earliest_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    assert!(latest_start < earliest_end, "calls did not overlap: {spans:?}");
+    let s = server.wait_for("all calls ended", |s| s["active"] == 0);
+    assert_eq!(s["accepted"], 3, "{s:#}");
+    assert_eq!(s["completed"], 3, "{s:#}");
+    assert_eq!(s["refused"], 0);
+    assert!(s["decode_lag_ms"]["samples"].as_u64().unwrap() > 30);
+    // One model: three calls add recognizers, not models (a model is ~500 MB here).
+    let after = s["rss_kb"].as_u64().unwrap();
+    assert!(after < before + 3 * 100 * 1024, "server grew from {before} to {after} kB for 3 calls");
+}
+
+/// At capacity a new call is refused at once (never queued): ERROR with ASR_CAUSE=100, no
+/// audio decoded; when the slot frees, calls are served again.
+#[test]
+fn server_at_capacity_refuses_at_once() {
+    let server = Server::start(&["--max-calls=1"]);
+    let mut holder = server.raw_client();
+    holder.send(Message::text(r#"{"config": {"sample_rate": 8000}}"#)).unwrap();
+    server.wait_for("the slot taken", |s| s["active"] == 1);
+    let out = served("ko-hello-8k.wav", &server, &[]);
+    assert_eq!(out.status(), "ERROR");
+    assert_eq!(out.var("ASR_CAUSE"), "100");
+    assert!(out.var("ASR_ERROR").contains("busy"), "{}", out.var("ASR_ERROR"));
+    assert!(out.var("ASR_ERROR").contains("at capacity"), "{}", out.var("ASR_ERROR"));
+    assert!(out.json()["model_load_ms"].is_null(), "no model loaded, no decoding");
+    assert!(out.res.child_ms < 10_000.0, "refused, not queued: {} ms", out.res.child_ms);
+    assert_eq!(server.stats()["refused"], 1);
+    drop(holder);
+    server.wait_for("the slot freed", |s| s["active"] == 0);
+    served("ko-hello-8k.wav", &server, &[]).assert_ok();
+}
+
+/// No server: without fallback the call ends at once with ASR_CAUSE=101 (the model is never
+/// loaded); with `--server-fallback` the in-process model takes over and the result is the
+/// in-process one.
+#[test]
+fn unreachable_server_with_and_without_fallback() {
+    let missing = tempfile::tempdir().unwrap();
+    let arg = format!("--server=unix:{}", missing.path().join("nope.sock").display());
+    let out = Call::new("ko-hello-8k.wav", &[&arg]).run();
+    assert_eq!(out.status(), "ERROR");
+    assert_eq!(out.var("ASR_CAUSE"), "101");
+    assert!(out.var("ASR_ERROR").contains("unreachable"), "{}", out.var("ASR_ERROR"));
+    assert!(out.json()["model_load_ms"].is_null());
+
+    // A TCP port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Call::new("ko-hello-8k.wav", &[&format!("--server=ws://127.0.0.1:{port}")]).run();
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"));
+
+    let out = Call::new("ko-hello-8k.wav", &[&arg, "--server-fallback", "--end-silence=700ms"]).run();
+    out.assert_ok();
+    assert_eq!(out.json()["backend"], "fallback");
+    let d = direct(&wav("ko-hello-8k.wav"), out.json()["samples_consumed"].as_u64());
+    assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap());
+    assert!(out.log.contains("falling back"), "{}", out.log);
+
+    // Fallback needs a model: a missing one is said plainly.
+    let out = Call::new("ko-hello-8k.wav", &[&arg, "--server-fallback", "--model=/nonexistent/model"]).run();
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "006"));
+    assert!(out.var("ASR_ERROR").contains("/nonexistent/model"), "{}", out.var("ASR_ERROR"));
+}
+
+/// The connect deadline holds against a server that accepts the connection but never
+/// answers the handshake.
+#[test]
+fn connect_deadline_holds_against_a_silent_server() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // backlog accepts; nobody answers
+    let port = silent.local_addr().unwrap().port();
+    let out = Call::new("ko-hello-8k.wav", &[&format!("--server=ws://127.0.0.1:{port}"), "--server-timeout=300ms"]).run();
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"));
+    assert!(out.var("ASR_ERROR").contains("no handshake within"), "{}", out.var("ASR_ERROR"));
+    drop(silent);
+}
+
+/// The server killed mid-call: the call ends with ERROR, ASR_CAUSE=102, exit 0, and does
+/// not hang. A server that stops answering (SIGSTOP) trips the reply deadline the same way.
+#[test]
+fn server_killed_or_frozen_mid_call() {
+    for sig in [libc::SIGKILL, libc::SIGSTOP] {
+        let server = Server::start(&[]);
+        let arg = server.arg();
+        let handle = std::thread::spawn(move || {
+            let mut call = Call::new("ko-long-8k.wav", &[&arg, "--server-timeout=500ms"]);
+            call.opts.speed = 1.0;
+            call.run()
+        });
+        server.wait_for("the call on the server", |s| s["active"] == 1);
+        std::thread::sleep(Duration::from_millis(800));
+        server.signal(sig);
+        let out = handle.join().unwrap();
+        assert_eq!(out.status(), "ERROR", "signal {sig}: {:?}", out.res.vars);
+        assert_eq!(out.var("ASR_CAUSE"), "102", "signal {sig}");
+        assert!(out.var("ASR_ERROR").contains("lost"), "{}", out.var("ASR_ERROR"));
+        if sig == libc::SIGSTOP {
+            assert!(out.var("ASR_ERROR").contains("deadline"), "{}", out.var("ASR_ERROR"));
+            server.signal(libc::SIGCONT);
+        }
+    }
+}
+
+/// A hangup mid-stream frees the server's recognizer (the slot, and the call is counted as
+/// aborted), and the server serves the next call.
+#[test]
+fn hangup_mid_stream_frees_the_servers_recognizer() {
+    let server = Server::start(&["--max-calls=1"]);
+    let mut call = Call::new("ko-long-8k.wav", &[&server.arg()]);
+    call.opts.hangup_at = Some(Duration::from_millis(1500));
+    let out = call.run();
+    assert_eq!(out.res.agistatus, "HANGUP");
+    let s = server.wait_for("the slot freed after the hangup", |s| s["active"] == 0);
+    assert_eq!(s["aborted"], 1, "{s:#}");
+    assert_eq!(s["completed"], 0);
+    served("ko-hello-8k.wav", &server, &[]).assert_ok();
+}
+
+/// SIGTERM drains: the call in flight finishes with its result, new calls are refused
+/// (nothing listens), the socket is removed and the server exits 0.
+#[test]
+fn graceful_shutdown_lets_calls_in_flight_finish() {
+    let mut server = Server::start(&[]);
+    let arg = server.arg();
+    let handle = std::thread::spawn(move || served_arg("ko-weather-8k.wav", &arg));
+    server.wait_for("the call on the server", |s| s["active"] == 1);
+    server.signal(libc::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.sock.exists() {
+        assert!(Instant::now() < until, "socket never removed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let late = served_arg("ko-hello-8k.wav", &server.arg());
+    assert_eq!((late.status(), late.var("ASR_CAUSE")), ("ERROR", "101"));
+    let out = handle.join().unwrap();
+    out.assert_ok();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(server.log().contains("all calls finished"), "{}", server.log());
+}
+
+fn served_arg(name: &str, arg: &str) -> Outcome {
+    Call::new(name, &[arg, "--end-silence=700ms"]).run()
+}
+
+/// vosk-server's protocol as third-party clients speak it: a config message, audio in
+/// arbitrary chunk sizes (odd byte counts too), one partial/result reply per chunk, a final
+/// result on eof and then a close. Bad settings close the connection with a reason and the
+/// server lives on; an all-unknown grammar (which would crash libvosk) is refused.
+#[test]
+fn speaks_vosk_server_protocol_to_any_client() {
+    let server = Server::start(&[]);
+    let (samples, _) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-8k.wav")).unwrap();
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut ws = server.raw_client();
+    ws.send(Message::text(r#"{"config" : {"sample_rate" : 8000.0, "words": 1}}"#)).unwrap();
+    let mut results = 0;
+    for chunk in bytes.chunks(8001) {
+        ws.send(Message::binary(chunk.to_vec())).unwrap();
+        let reply: serde_json::Value = match ws.read().unwrap() {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            m => panic!("expected text, got {m:?}"),
+        };
+        assert!(reply.get("partial").is_some() || reply.get("text").is_some(), "{reply}");
+        results += reply.get("text").is_some() as usize;
+    }
+    ws.send(Message::text(r#"{"eof" : 1}"#)).unwrap();
+    let last: serde_json::Value = match ws.read().unwrap() {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        m => panic!("expected the final result, got {m:?}"),
+    };
+    assert!(last.get("text").is_some(), "{last}");
+    assert!(results + !last["text"].as_str().unwrap().is_empty() as usize > 0, "nothing recognized");
+    assert!(matches!(ws.read(), Ok(Message::Close(_)) | Err(_)), "closed after eof");
+
+    for (config, why) in [
+        (r#"{"config": {"phrase_list": "yes"}}"#, "phrase_list"),
+        (r#"{"config": {"sample_rate": 5}}"#, "sample_rate"),
+        (r#"{"config": {"phrase_list": ["zzqx", "qqzx"]}}"#, "grammar"),
+    ] {
+        let mut ws = server.raw_client();
+        ws.send(Message::text(config)).unwrap();
+        let _ = ws.send(Message::binary(vec![0u8; 1600]));
+        let closed = loop {
+            match ws.read() {
+                Ok(Message::Close(Some(f))) => break f.reason.to_string(),
+                Ok(Message::Close(None)) => break String::new(),
+                Ok(_) => continue,
+                Err(e) => panic!("{config}: no close frame: {e}"),
+            }
+        };
+        assert!(closed.contains(why), "{config}: {closed:?}");
+    }
+    drop(ws);
+    let s = server.wait_for("every connection ended", |s| s["active"] == 0);
+    assert_eq!(s["status"], "ok");
+    assert_eq!((s["completed"].as_u64(), s["aborted"].as_u64()), (Some(1), Some(3)), "{s:#}");
+}
+
+/// A menu over the server behaves as in-process: grammar (sent as phrase_list), choices and
+/// the variables, identical on a fresh server to the in-process call.
+#[test]
+fn served_menu_with_a_grammar_matches_in_process() {
+    let server = Server::start(&[]);
+    let args = ["--end-silence=700ms", "--choice=greeting:한 영파|안녕하세요", "--choice=other:날씨|숫자"];
+    let s = served("ko-hello-8k.wav", &server, &args);
+    let local = Call::new("ko-hello-8k.wav", &args).run();
+    for v in ["ASR_STATUS", "ASR_TEXT", "ASR_CONFIDENCE", "ASR_CHOICE", "ASR_CAUSE"] {
+        assert_eq!(s.var(v), local.var(v), "{v}");
+    }
+    assert_eq!(s.json()["backend"], "server");
+    assert_eq!(local.json()["backend"], "in-process");
+}
