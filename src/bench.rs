@@ -71,7 +71,7 @@ pub struct BenchArgs {
 struct BenchServer {
     child: std::process::Child,
     addr: String,
-    /// Resident memory once the model is loaded, before any call: "one model".
+    /// Memory (PSS) once the model is loaded, before any call: "one model".
     baseline_rss_kb: u64,
 }
 
@@ -92,8 +92,9 @@ impl BenchServer {
         let mut s = BenchServer { child, addr, baseline_rss_kb: 0 };
         let until = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(st) = s.stats() {
-                s.baseline_rss_kb = st["rss_kb"].as_u64().unwrap_or(0);
+            if s.stats().is_ok() {
+                // PSS, as the levels are measured (about RSS here: the model is private memory).
+                s.baseline_rss_kb = children_pss_kb().iter().find(|(p, _)| *p == s.child.id()).map(|(_, k)| *k).unwrap_or(0);
                 return Ok(s);
             }
             if std::time::Instant::now() > until {
@@ -365,7 +366,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         let wav = if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) };
         for &n in &args.calls {
             eprint!("\rconcurrency: {n} calls at once (in-process){:<30}", "");
-            levels.push(level(args, &wav, e, work.path(), n, None));
+            levels.push(level(args, &wav, e, work.path(), n, None, server.as_ref().map(|s| s.child.id())));
         }
         if let Some(srv) = &server {
             let mut ns: Vec<usize> = args.calls.iter().chain(&args.served_calls).copied().collect();
@@ -373,7 +374,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
             ns.dedup();
             for n in ns {
                 eprint!("\rconcurrency: {n} calls at once (served){:<30}", "");
-                served_levels.push(level(args, &wav, e, work.path(), n, Some(srv)));
+                served_levels.push(level(args, &wav, e, work.path(), n, Some(srv), None));
             }
         }
         eprintln!();
@@ -435,47 +436,81 @@ fn start_to_streaming(r: &Run) -> Option<f64> {
     Some(to_main + r.log["ready_ms"].as_f64()?)
 }
 
-/// N calls at once on one WAV; with `server`, through it, sampling its memory meanwhile.
-fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: Option<&BenchServer>) -> Value {
+/// The children of this process (the calls' bridges, and the server) with their PSS in kB:
+/// proportional set size splits shared pages (libvosk's code, the C++ runtime) among the
+/// processes mapping them, so summed over processes it is the memory really used.
+fn children_pss_kb() -> Vec<(u32, u64)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .unwrap_or(0);
+        out.push((pid, pss));
+    }
+    out
+}
+
+/// N calls at once on one WAV; with `server`, through it, sampling memory meanwhile.
+fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: Option<&BenchServer>, idle_server: Option<u32>) -> Value {
     let done = std::sync::atomic::AtomicBool::new(false);
-    let (runs, server_peak_kb) = std::thread::scope(|s| {
+    let (runs, (server_peak_kb, pss_peak_kb)) = std::thread::scope(|s| {
         let sampler = s.spawn(|| {
-            let mut peak = 0;
+            let (mut peak, mut pss_peak) = (0, 0);
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 peak = server.map(BenchServer::rss_kb).unwrap_or(0).max(peak);
+                // An idle server (in-process levels of a --served run) is not part of the level.
+                let pss: u64 = children_pss_kb().iter().filter(|(p, _)| Some(*p) != idle_server).map(|(_, k)| k).sum();
+                pss_peak = pss_peak.max(pss);
                 std::thread::sleep(Duration::from_millis(50));
             }
-            peak
+            (peak, pss_peak)
         });
         let hs: Vec<_> = (0..n)
             .map(|k| {
                 let tag = format!("{}{n}-{k}", if server.is_some() { "sc" } else { "c" });
-                // N models load at once on few cores: wait that out so the latency is the
-                // steady state under N decoding streams (the same lead for both modes).
-                let lead = dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64));
+                // In-process, N models load at once on few cores: wait that out so the latency
+                // is the steady state under N decoding streams. Served, nothing loads.
+                let lead = match server {
+                    Some(_) => dur(&args.lead_silence),
+                    None => dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64)),
+                };
                 let via = server.map(|sv| sv.addr.as_str());
                 s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, lead, via))
             })
             .collect();
         let runs: Vec<Result<Run, String>> = hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        (runs, sampler.join().unwrap_or(0))
+        (runs, sampler.join().unwrap_or((0, 0)))
     });
     let ok: Vec<Run> = runs.into_iter().filter_map(Result::ok).collect();
     let lat: Vec<f64> = ok.iter().filter_map(|r| latency(&r.res, "ASR_STATUS", args.speed)).collect();
     let dropped: u64 = ok.iter().map(|r| r.log["samples_dropped"].as_u64().unwrap_or(0) + r.res.frames_dropped).sum();
     let clients_kb: u64 = ok.iter().map(|r| r.res.child_maxrss_kb).sum();
     let starts: Vec<f64> = ok.iter().filter_map(start_to_streaming).collect();
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for r in &ok {
+        *statuses.entry(r.res.vars.get("ASR_STATUS").cloned().unwrap_or_else(|| "-".into())).or_default() += 1;
+    }
     let mut l = json!({
         "calls": n,
         "completed": ok.len(),
-        "ok": ok.iter().filter(|r| r.res.vars.get("ASR_STATUS").map(String::as_str) == Some("OK")).count(),
+        "ok": statuses.get("OK").copied().unwrap_or(0),
+        "statuses": statuses,
         "latency_p50_ms": percentile(&lat, 50.0),
         "latency_p95_ms": percentile(&lat, 95.0),
         "start_to_streaming_p50_ms": percentile(&starts, 50.0),
         "start_to_streaming_max_ms": starts.iter().copied().fold(0.0, f64::max),
         "dropped": dropped,
         "total_rss_mb": (clients_kb + server_peak_kb) as f64 / 1024.0,
+        "total_pss_peak_mb": pss_peak_kb as f64 / 1024.0,
         "total_cpu_s": ok.iter().map(|r| r.res.child_cpu_s).sum::<f64>(),
         "model_load_ms_max": ok.iter().filter_map(|r| r.log["model_load_ms"].as_f64()).fold(0.0, f64::max),
     });
@@ -485,7 +520,7 @@ fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: 
         l["one_model_mb"] = json!(sv.baseline_rss_kb as f64 / 1024.0);
         let bound = sv.baseline_rss_kb as f64 / 1024.0 + 30.0 * n as f64;
         l["memory_bound_mb"] = json!(bound);
-        l["within_memory_bound"] = json!((clients_kb + server_peak_kb) as f64 / 1024.0 <= bound);
+        l["within_memory_bound"] = json!(pss_peak_kb as f64 / 1024.0 <= bound);
         l["server"] = sv.stats().unwrap_or(Value::Null);
     }
     l
@@ -503,8 +538,8 @@ fn served_summary(rows: &[Value], levels: &[Value], served: &[Value], one_model_
         .iter()
         .map(|s| {
             let n = s["calls"].as_u64().unwrap_or(0);
-            let inproc = levels.iter().find(|l| l["calls"].as_u64() == Some(n)).map(|l| l["total_rss_mb"].clone());
-            json!({"calls": n, "in_process_mb": inproc, "served_mb": s["total_rss_mb"], "bound_mb": s["memory_bound_mb"], "within": s["within_memory_bound"]})
+            let inproc = levels.iter().find(|l| l["calls"].as_u64() == Some(n)).map(|l| l["total_pss_peak_mb"].clone());
+            json!({"calls": n, "in_process_mb": inproc, "served_mb": s["total_pss_peak_mb"], "bound_mb": s["memory_bound_mb"], "within": s["within_memory_bound"]})
         })
         .collect();
     json!({
@@ -556,15 +591,15 @@ fn print_table(r: &Value) {
     }
     for l in r["served_concurrency"].as_array().into_iter().flatten() {
         println!(
-            "served {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, total RSS {} MB (server {} + clients {}; bound {} MB), start to streaming max {} ms",
+            "served {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, memory (PSS) {} MB, bound {} MB (RSS: server {} + clients {}), start to streaming max {} ms",
             l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"],
-            f(&l["total_rss_mb"], 0), f(&l["server_peak_rss_mb"], 0), f(&l["clients_rss_mb"], 0), f(&l["memory_bound_mb"], 0), f(&l["start_to_streaming_max_ms"], 1)
+            f(&l["total_pss_peak_mb"], 0), f(&l["memory_bound_mb"], 0), f(&l["server_peak_rss_mb"], 0), f(&l["clients_rss_mb"], 0), f(&l["start_to_streaming_max_ms"], 1)
         );
     }
     for l in r["concurrency"].as_array().into_iter().flatten() {
         println!(
-            "concurrency {:>2}: latency p50 {} ms p95 {} ms, dropped {}, total RSS {} MB, CPU {} s",
-            l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["dropped"], f(&l["total_rss_mb"], 0), f(&l["total_cpu_s"], 1)
+            "concurrency {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, memory (PSS) {} MB, total RSS {} MB, CPU {} s",
+            l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"], f(&l["total_pss_peak_mb"], 0), f(&l["total_rss_mb"], 0), f(&l["total_cpu_s"], 1)
         );
     }
     println!("summary: {}", r["summary"]);

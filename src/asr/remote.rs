@@ -191,7 +191,9 @@ impl RemoteEngine {
     /// resamples when its model needs it, exactly as the in-process engine would.
     pub fn start(addr: &ServerAddr, deadline: Duration, rate: u32, opts: &EngineOptions) -> Result<RemoteEngine, AsrError> {
         let mut ws = connect(addr, "/", deadline)?;
-        let mut config = json!({"sample_rate": rate, "words": 1, "max_alternatives": opts.alternatives});
+        // partial_results: 0 spares asr_bridge serve the partial transcripts the bridge never
+        // reads (vosk-server ignores the key and sends them anyway; they are skipped here).
+        let mut config = json!({"sample_rate": rate, "words": 1, "max_alternatives": opts.alternatives, "partial_results": 0});
         if let Some(g) = &opts.grammar {
             config["phrase_list"] = json!(g);
         }

@@ -27,11 +27,15 @@ pub struct CallConfig {
     pub phrase_list: Option<Vec<String>>,
     pub words: bool,
     pub max_alternatives: u16,
+    /// `partial_results: 0` (an extension; vosk-server ignores it): the client does not want
+    /// partial transcripts, so replies to audio that closes no segment are `{"partial" : ""}`
+    /// without asking libvosk, whose partial result traces back the whole utterance each time.
+    pub partials: bool,
 }
 
 impl CallConfig {
     pub fn new(default_rate: u32) -> CallConfig {
-        CallConfig { sample_rate: default_rate, phrase_list: None, words: true, max_alternatives: 0 }
+        CallConfig { sample_rate: default_rate, phrase_list: None, words: true, max_alternatives: 0, partials: true }
     }
 
     /// Applies a `{"config": {..}}` message; unknown keys (vosk-server's `model`, ...) are
@@ -59,6 +63,9 @@ impl CallConfig {
         }
         if let Some(v) = c.get("words") {
             self.words = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
+        }
+        if let Some(v) = c.get("partial_results") {
+            self.partials = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
         }
         if let Some(v) = c.get("max_alternatives") {
             let n = v.as_u64().ok_or("max_alternatives must be a whole number")?;
@@ -104,7 +111,11 @@ pub struct ServedCall {
     /// Samples received.
     pub samples: u64,
     pub rate: u32,
+    partials: bool,
 }
+
+/// The reply to audio that closed no segment, when partials are off.
+const NO_PARTIAL: &str = r#"{"partial" : ""}"#;
 
 impl ServedCall {
     /// Builds the recognizer on the shared model (held locked only while building).
@@ -126,7 +137,10 @@ impl ServedCall {
             engine.set_words(false);
         }
         let block = block_len(cfg.sample_rate);
-        Ok((ServedCall { engine, pending: Vec::with_capacity(block * 2), block, odd: None, samples: 0, rate: cfg.sample_rate }, oov))
+        Ok((
+            ServedCall { engine, pending: Vec::with_capacity(block * 2), block, odd: None, samples: 0, rate: cfg.sample_rate, partials: cfg.partials },
+            oov,
+        ))
     }
 
     /// Feeds one binary message; the reply to send.
@@ -161,7 +175,8 @@ impl ServedCall {
             closed.push(self.engine.result_json(false));
         }
         Ok(match closed.len() {
-            0 => self.engine.partial_json(),
+            0 if self.partials => self.engine.partial_json(),
+            0 => NO_PARTIAL.to_string(),
             1 => closed.pop().unwrap_or_default(),
             _ => merge(&closed),
         })
@@ -225,6 +240,9 @@ mod tests {
         assert_eq!(c.phrase_list, Some(vec!["yes".to_string(), "no".to_string()]));
         assert!(!c.words);
         assert_eq!(c.max_alternatives, 3);
+        assert!(c.partials);
+        c.apply(&serde_json::json!({"partial_results": false})).unwrap();
+        assert!(!c.partials);
         assert!(c.apply(&serde_json::json!({"sample_rate": 100})).is_err());
         assert!(c.apply(&serde_json::json!({"phrase_list": "yes"})).is_err());
         assert!(c.apply(&serde_json::json!({"phrase_list": [1, 2]})).is_err());
