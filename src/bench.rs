@@ -160,11 +160,16 @@ struct Run {
 }
 
 fn simulate(args: &BenchArgs, wav: &Path, entry: &Value, program: Option<(&Path, Vec<String>)>, dir: &Path, tag: &str) -> Result<Run, String> {
-    simulate_with_lead(args, wav, entry, program, dir, tag, dur(&args.lead_silence), None)
+    simulate_with_lead(args, wav, entry, program, dir, tag, Leg { lead: dur(&args.lead_silence), via: None })
 }
 
-/// Where the bridge recognizes: `None` in-process, or the server's address.
-type Via<'a> = Option<&'a str>;
+/// How a call runs: the silence before the WAV, and where the bridge recognizes (`None`
+/// in-process, or the server's address).
+#[derive(Clone, Copy)]
+struct Leg<'a> {
+    lead: Duration,
+    via: Option<&'a str>,
+}
 
 fn simulate_with_lead(
     args: &BenchArgs,
@@ -173,9 +178,9 @@ fn simulate_with_lead(
     program: Option<(&Path, Vec<String>)>,
     dir: &Path,
     tag: &str,
-    lead: Duration,
-    via: Via,
+    leg: Leg,
 ) -> Result<Run, String> {
+    let Leg { lead, via } = leg;
     let (samples, rate) = read_mono16(wav).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let json_log = dir.join(format!("{tag}.json"));
@@ -318,7 +323,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         });
         if let Some(srv) = &server {
             progress(step, total, &format!("{name} (served)"));
-            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), dur(&args.lead_silence), Some(&srv.addr))?;
+            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), Leg { lead: dur(&args.lead_silence), via: Some(&srv.addr) })?;
             step += 1;
             let sj = &sv.log;
             let stext = sv.res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
@@ -483,7 +488,7 @@ fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: 
                     None => dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64)),
                 };
                 let via = server.map(|sv| sv.addr.as_str());
-                s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, lead, via))
+                s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, Leg { lead, via }))
             })
             .collect();
         let runs: Vec<Result<Run, String>> = hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect();

@@ -275,6 +275,7 @@ fn notify_systemd(state: &str) {
 }
 
 /// One accepted connection: the handshake (admission, or statistics), then the call.
+#[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
 fn connection(sh: &Shared, conn: Conn, peer: &str) {
     let _ = conn.set_timeouts(Some(Duration::from_secs(5)));
     let wants_stats = Cell::new(false);
