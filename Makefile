@@ -115,11 +115,13 @@ lint: $(LIBVOSK)
 
 # criterion benches (ring, AGI encoding/parsing), the pipeline benchmark, then the bench
 # command on the bundled WAVs: side by side with direct libvosk and the Python peer, at 1, 2,
-# 4 and 8 concurrent calls. Report in bench-out/ (report.json, report.html).
+# 4 and 8 concurrent calls, and the same through a resident `asr_bridge serve` (--served, plus
+# 3, 6 and 12 calls). Report in bench-out/ (report.json, report.html).
 bench: $(LIBVOSK) model peer-venv
 	cargo bench --bench ring --bench agi --bench pipeline
 	cargo build --release
 	target/release/asr_bridge bench --manifest test-audio --model $(MODEL_DIR) --calls 1,2,4,8 \
+	    --served --served-calls 3,6,12 \
 	    --peer benches/peer/vosk_eagi.py --peer-python $(PEER_PY) --out bench-out
 
 # The peer: an in-process Python EAGI script with the vosk PyPI package, in its own venv.

