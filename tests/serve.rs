@@ -408,3 +408,49 @@ fn doctor_checks_the_server() {
     assert!(down.starts_with("[FAIL]") && down.contains("unreachable"), "{down}");
     assert!(!out.status.success());
 }
+
+/// A long prompt without barge-in keeps the call's connection idle longer than the server's
+/// `--idle-timeout`: the client pings at a third of the timeout the server announces, so the
+/// call still gets its result (without pings the server would drop it: ASR_CAUSE=102).
+#[test]
+fn keepalive_outlasts_the_servers_idle_timeout() {
+    let server = Server::start(&["--idle-timeout=600ms"]);
+    let mut call = Call::new("ko-hello-8k.wav", &[&server.arg(), "--prompt=intro", "--no-barge-in", "--end-silence=700ms"]);
+    call.opts.sounds.insert("intro".into(), Duration::from_millis(4000)); // 2 s at speed 2
+    call.opts.lead_silence = Duration::from_secs(6); // speech after the prompt (3 s at speed 2)
+    let out = call.run();
+    assert!(["OK", "NOMATCH"].contains(&out.status()), "{:?}\n{}", out.res.vars, out.log);
+    let s = server.wait_for("the call's end", |s| s["active"] == 0);
+    assert_eq!(s["aborted"], 0, "no connection was dropped as idle: {s:#}\n{}", server.log());
+}
+
+/// The server goes away between two attempts (after the first, before the retry): with
+/// `--server-fallback` the retry runs on the in-process model; without it the call ends with
+/// ASR_CAUSE=101 at the retry.
+#[test]
+fn server_lost_between_attempts_falls_back_only_when_asked() {
+    for fallback in [true, false] {
+        let server = Server::start(&[]);
+        // Without barge-in the retry listens only once its prompt has played: the server is
+        // gone by then (with barge-in it would be lost mid-attempt instead: cause 102).
+        let mut args = vec![server.arg(), "--retries=1".into(), "--noinput-prompt=sorry".into(), "--no-input-timeout=1s".into(), "--no-barge-in".into()];
+        if fallback {
+            args.push("--server-fallback".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut call = Call::with_samples(vec![0i16; 8000 * 30], 8000, &args);
+        call.opts.sounds.insert("sorry".into(), Duration::from_millis(6000)); // 3 s at speed 2
+        let handle = std::thread::spawn(move || call.run());
+        // The first attempt hears silence and ends (NOINPUT): its connection completes.
+        server.wait_for("the first attempt's end", |s| s["completed"] == 1);
+        server.signal(libc::SIGKILL);
+        let out = handle.join().unwrap();
+        if fallback {
+            assert_eq!(out.status(), "NOINPUT", "{:?}\n{}", out.res.vars, out.log);
+            assert!(out.log.contains("falling back"), "{}", out.log);
+            assert_eq!(out.json()["attempts"], 2);
+        } else {
+            assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
+        }
+    }
+}

@@ -264,7 +264,17 @@ impl Decoder {
             Decoder::Remote(r) => r.finish(),
         }
     }
+
+    /// Keeps a served connection from the server's idle timeout while no audio flows (a long
+    /// prompt without barge-in, DTX); nothing in-process.
+    fn keepalive(&mut self) -> Result<(), AsrError> {
+        match self {
+            Decoder::Local(_) => Ok(()),
+            Decoder::Remote(r) => r.keepalive(),
+        }
+    }
 }
+
 
 /// Makes a decoder per attempt.
 enum Source {
@@ -277,6 +287,29 @@ impl Source {
         match self {
             Source::Local { model, info, opts } => Ok(Decoder::Local(Box::new(Engine::new(model, info, rate, opts)?))),
             Source::Remote { server, opts } => Ok(Decoder::Remote(Box::new(RemoteEngine::start(&server.addr, server.timeout, rate, opts)?))),
+        }
+    }
+
+    /// A decoder for the next attempt; a server that cannot be reached (at the call's start,
+    /// or restarted between attempts) is replaced by the in-process model with
+    /// `--server-fallback`. Also says which backend it used.
+    fn decoder_or_fallback(&mut self, cfg: &RecognizerConfig, events: &Sender<Event>) -> Result<(Decoder, &'static str), AsrError> {
+        let fallback = match (&*self, &cfg.backend) {
+            (Source::Remote { server, .. }, Backend::Server { fallback, .. }) if server.fallback => Some((server.addr.to_string(), fallback.clone())),
+            _ => None,
+        };
+        match self.decoder(cfg.audio_rate) {
+            Err(e @ AsrError::ServerUnreachable { .. }) => {
+                let Some((addr, dir)) = fallback else { return Err(e) };
+                crate::log_line!("{e}; falling back to the in-process model");
+                let dir = dir.map_err(|why| AsrError::ServerUnreachable { addr, reason: format!("no fallback model: {why}") })?;
+                let info = super::model::inspect(&dir)?;
+                let (source, _) = local_source(&info, cfg, events)?;
+                *self = source;
+                Ok((self.decoder(cfg.audio_rate)?, "fallback"))
+            }
+            Err(e) => Err(e),
+            Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { "server" } else { "in-process" })),
         }
     }
 }
@@ -302,33 +335,13 @@ fn local_source(info: &ModelInfo, cfg: &RecognizerConfig, events: &Sender<Event>
 fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
     let rate = cfg.audio_rate;
     let t = Instant::now();
-    let (source, first, backend) = match &cfg.backend {
-        Backend::Local(info) => {
-            let (source, _) = local_source(info, &cfg, events)?;
-            let first = source.decoder(rate)?;
-            (source, first, "in-process")
-        }
-        Backend::Server { server, fallback } => {
-            // The grammar goes to the server as normalized phrases; the server checks them
-            // against its model's vocabulary exactly as the in-process path does.
-            let source = Source::Remote { server: server.clone(), opts: cfg.engine.clone() };
-            match source.decoder(rate) {
-                Ok(first) => (source, first, "server"),
-                Err(e @ AsrError::ServerUnreachable { .. }) if server.fallback => {
-                    crate::log_line!("{e}; falling back to the in-process model");
-                    let dir = fallback.clone().map_err(|why| AsrError::ServerUnreachable {
-                        addr: server.addr.to_string(),
-                        reason: format!("no fallback model: {why}"),
-                    })?;
-                    let info = super::model::inspect(&dir)?;
-                    let (source, _) = local_source(&info, &cfg, events)?;
-                    let first = source.decoder(rate)?;
-                    (source, first, "fallback")
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    let mut source = match &cfg.backend {
+        Backend::Local(info) => local_source(info, &cfg, events)?.0,
+        // The grammar goes to the server as normalized phrases; the server checks them
+        // against its model's vocabulary exactly as the in-process path does.
+        Backend::Server { server, .. } => Source::Remote { server: server.clone(), opts: cfg.engine.clone() },
     };
+    let (first, backend) = source.decoder_or_fallback(&cfg, events)?;
     let load = t.elapsed();
     let mut first = Some(first);
     let cpu_s = crate::log::rusage().0;
@@ -369,17 +382,24 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
     };
     loop {
         // Wait for the next attempt; audio keeps arriving in the ring meanwhile.
-        let (drain_to, timers) = match control.recv() {
+        let (drain_to, timers) = match control.recv_timeout(Duration::from_millis(50)) {
             Ok(Control::Start { drain_to, timers }) => (drain_to, timers),
             Ok(Control::StartTimers { .. } | Control::Abandon) => continue,
-            Ok(Control::Stop) | Err(_) => return st.finish_recording(),
+            Ok(Control::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return st.finish_recording(),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // A connection that cannot be kept is dropped: the attempt opens a new one.
+                if first.as_mut().is_some_and(|d| d.keepalive().is_err()) {
+                    first = None;
+                }
+                continue;
+            }
         };
         if let Some(to) = drain_to {
             st.drain_to(to);
         }
         let engine = match first.take() {
             Some(e) => e,
-            None => source.decoder(rate)?,
+            None => source.decoder_or_fallback(&cfg, events)?.0,
         };
         match attempt(&cfg, &mut st, engine, timers, events, control)? {
             AttemptEnd::Outcome(o) => {
@@ -450,6 +470,7 @@ fn attempt(
         if let Some(r) = tracker.check(media) {
             break r;
         }
+        engine.keepalive()?;
         if st.audio.consumer.slots() == 0 {
             let wait = tracker.until_next(media).clamp(1.0, 20.0);
             std::thread::park_timeout(Duration::from_micros((wait * 1000.0) as u64));

@@ -122,6 +122,15 @@ fn unreachable(addr: &ServerAddr, reason: impl std::fmt::Display) -> AsrError {
 /// Opens a WebSocket to `addr` at `path` ("/" for calls), connect and handshake within
 /// `deadline`. At capacity the server answers the handshake with 503: [`AsrError::ServerBusy`].
 pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<WebSocket<Conn>, AsrError> {
+    connect_with_idle(addr, path, deadline).map(|(ws, _)| ws)
+}
+
+/// The response header in which `asr_bridge serve` says after how long a silent client is
+/// dropped (its `--idle-timeout`, in ms), so the client can ping in time.
+pub const IDLE_HEADER: &str = "x-asr-bridge-idle-timeout-ms";
+
+/// [`connect`], also returning the server's idle timeout when it says it.
+pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<(WebSocket<Conn>, Option<Duration>), AsrError> {
     let until = Instant::now() + deadline;
     let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let (conn, url) = match addr {
@@ -148,7 +157,10 @@ pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<WebS
     conn.set_timeouts(Some(left())).map_err(|e| unreachable(addr, e))?;
     let request = url.as_str().into_client_request().map_err(|e| unreachable(addr, e))?;
     match tungstenite::client::client(request, conn) {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, resp)) => {
+            let idle = resp.headers().get(IDLE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
+            Ok((ws, idle))
+        }
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
             if resp.status().as_u16() == 503 {
@@ -184,13 +196,20 @@ pub struct RemoteEngine {
     transcript: Transcript,
     bytes: Vec<u8>,
     blocks: u64,
+    last_sent: Instant,
+    keepalive: Duration,
 }
+
+/// Ping interval when the server does not say its idle timeout.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 
 impl RemoteEngine {
     /// Connects and sends the config message. `rate` is the call's audio rate; the server
     /// resamples when its model needs it, exactly as the in-process engine would.
     pub fn start(addr: &ServerAddr, deadline: Duration, rate: u32, opts: &EngineOptions) -> Result<RemoteEngine, AsrError> {
-        let mut ws = connect(addr, "/", deadline)?;
+        let (mut ws, idle) = connect_with_idle(addr, "/", deadline)?;
+        // Ping at a third of the server's idle timeout (vosk-server has none: every 10 s).
+        let keepalive = idle.map(|i| i / 3).unwrap_or(DEFAULT_KEEPALIVE).clamp(Duration::from_millis(100), DEFAULT_KEEPALIVE);
         // partial_results: 0 spares asr_bridge serve the partial transcripts the bridge never
         // reads (vosk-server ignores the key and sends them anyway; they are skipped here).
         let mut config = json!({"sample_rate": rate, "words": 1, "max_alternatives": opts.alternatives, "partial_results": 0});
@@ -200,7 +219,7 @@ impl RemoteEngine {
         let msg = json!({ "config": config }).to_string();
         let name = addr.to_string();
         ws.send(Message::text(msg)).map_err(|e| AsrError::ServerLost { addr: name.clone(), reason: e.to_string() })?;
-        Ok(RemoteEngine { ws, addr: name, transcript: Transcript::default(), bytes: Vec::new(), blocks: 0 })
+        Ok(RemoteEngine { ws, addr: name, transcript: Transcript::default(), bytes: Vec::new(), blocks: 0, last_sent: Instant::now(), keepalive })
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> AsrError {
@@ -238,12 +257,24 @@ impl RemoteEngine {
         }
         self.blocks += 1;
         let msg = Message::binary(self.bytes.clone());
+        self.last_sent = Instant::now();
         self.ws.send(msg).map_err(|e| self.lost(e))?;
         let reply = self.reply()?;
         if let Some(seg) = Segment::from_reply(&reply) {
             self.transcript.push(seg);
         }
         Ok(())
+    }
+
+    /// Sends a ping when nothing was sent for a third of the server's idle timeout (which must
+    /// not end a call that is only waiting: a long prompt without barge-in, DTX); the pong is
+    /// skipped when the next reply is read.
+    pub fn keepalive(&mut self) -> Result<(), AsrError> {
+        if self.last_sent.elapsed() < self.keepalive {
+            return Ok(());
+        }
+        self.last_sent = Instant::now();
+        self.ws.send(Message::Ping(Vec::new().into())).map_err(|e| self.lost(e))
     }
 
     /// Blocks sent so far.

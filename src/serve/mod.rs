@@ -292,6 +292,10 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
             return Err(refusal(&format!("at capacity: {} calls active", sh.stats.max_calls)));
         }
         admitted.set(true);
+        let mut resp = resp;
+        if let Ok(v) = (sh.idle.as_millis() as u64).to_string().parse() {
+            resp.headers_mut().insert(crate::asr::remote::IDLE_HEADER, v);
+        }
         Ok(resp)
     };
     // Audio messages are small (vosk clients send 0.1-0.5 s); a huge one is refused rather
