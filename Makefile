@@ -153,7 +153,7 @@ soak: $(LIBVOSK) model
 # fuzz/artifacts/TARGET/: copy it to fuzz/regressions/TARGET/ so the tests replay it.
 fuzz: $(LIBVOSK)
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	for t in header reply quoting; do \
+	for t in header reply quoting serve_message; do \
 	  mkdir -p fuzz/corpus/$$t && cp -n fuzz/regressions/$$t/* fuzz/corpus/$$t/ ; \
 	  RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(CURDIR)/libvosk cargo fuzz run $$t fuzz/corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \

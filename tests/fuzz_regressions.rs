@@ -22,4 +22,5 @@ fn saved_inputs_keep_passing() {
     assert!(replay("header", invariants::header) >= 1);
     assert!(replay("reply", invariants::reply) >= 1);
     assert!(replay("quoting", invariants::quoting) >= 1);
+    assert!(replay("serve_message", asr_bridge::serve::invariants::message) >= 1);
 }

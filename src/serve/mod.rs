@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout)] // `asr_bridge stats` prints its JSON; serve itself logs to stderr.
 
 pub mod call;
+pub mod invariants;
 pub mod pool;
 pub mod stats;
 
