@@ -16,7 +16,7 @@ EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
 BIN          := target/debug/asr_bridge
 DEMO_WAV     ?= test-audio/ko-hello-8k.wav
 
-.PHONY: all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean peer-venv corpus core-sounds-manifest
+.PHONY: demo-served all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean peer-venv corpus core-sounds-manifest
 
 FUZZ_SECONDS ?= 60
 SOAK_CALLS   ?= 500
@@ -105,6 +105,14 @@ uninstall:
 
 demo: build model
 	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms
+
+# The same call served by a resident `asr_bridge serve` (started here, stopped after).
+demo-served: build model
+	@dir=$$(mktemp -d) && sock=unix:$$dir/asr.sock && \
+	$(BIN) serve --model=$(MODEL_DIR) --listen=$$sock 2>$$dir/serve.log & pid=$$!; \
+	for i in $$(seq 300); do $(BIN) stats --server=$$sock >/dev/null 2>&1 && break; sleep 0.2; done; \
+	$(BIN) simulate --wav $(DEMO_WAV) -- --server=$$sock --end-silence=700ms; rc=$$?; \
+	$(BIN) stats --server=$$sock; kill $$pid; wait $$pid; exit $$rc
 
 test: $(LIBVOSK) model
 	cargo test --all-targets
