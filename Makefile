@@ -108,11 +108,11 @@ demo: build model
 
 # The same call served by a resident `asr_bridge serve` (started here, stopped after).
 demo-served: build model
-	@dir=$$(mktemp -d) && sock=unix:$$dir/asr.sock && \
-	$(BIN) serve --model=$(MODEL_DIR) --listen=$$sock 2>$$dir/serve.log & pid=$$!; \
+	@dir=$$(mktemp -d); sock=unix:$$dir/asr.sock; \
+	$(BIN) serve --model=$(MODEL_DIR) --listen=$$sock >/dev/null 2>$$dir/serve.log & pid=$$!; \
 	for i in $$(seq 300); do $(BIN) stats --server=$$sock >/dev/null 2>&1 && break; sleep 0.2; done; \
 	$(BIN) simulate --wav $(DEMO_WAV) -- --server=$$sock --end-silence=700ms; rc=$$?; \
-	$(BIN) stats --server=$$sock; kill $$pid; wait $$pid; exit $$rc
+	$(BIN) stats --server=$$sock; kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 
 test: $(LIBVOSK) model
 	cargo test --all-targets
