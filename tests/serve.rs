@@ -454,3 +454,33 @@ fn server_lost_between_attempts_falls_back_only_when_asked() {
         }
     }
 }
+
+/// The server restarts while a call waits for its first listening attempt (a prompt without
+/// barge-in): the connection opened at the start is seen closed and a new one is opened to the
+/// new server, so the call gets its result instead of ASR_CAUSE=102.
+#[test]
+fn server_restart_before_the_first_attempt_is_survived() {
+    let server = Server::start(&[]);
+    let sock = server.sock.clone();
+    let mut call = Call::new("ko-hello-8k.wav", &[&server.arg(), "--prompt=intro", "--no-barge-in", "--end-silence=700ms"]);
+    call.opts.speed = 1.0;
+    call.opts.sounds.insert("intro".into(), Duration::from_secs(8));
+    call.opts.lead_silence = Duration::from_secs(9); // the caller speaks after the prompt
+    let handle = std::thread::spawn(move || call.run());
+    server.wait_for("the call's connection", |s| s["accepted"] == 1);
+    server.signal(libc::SIGKILL); // the waiting connection is reset; the socket file stays
+    let mut again = Command::new(bin())
+        .args(["serve", "--listen"])
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--model")
+        .arg(model())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = handle.join().unwrap();
+    let _ = again.kill();
+    let _ = again.wait();
+    out.assert_ok();
+    assert_eq!(out.json()["backend"], "server");
+    assert!(out.log.contains("opening a new one"), "{}", out.log);
+}

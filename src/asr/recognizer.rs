@@ -397,6 +397,11 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
         if let Some(to) = drain_to {
             st.drain_to(to);
         }
+        // A connection opened at the start may have been closed meanwhile (server restarted).
+        if matches!(&first, Some(Decoder::Remote(r)) if r.stale()) {
+            crate::log_line!("the server closed the waiting connection; opening a new one");
+            first = None;
+        }
         let engine = match first.take() {
             Some(e) => e,
             None => source.decoder_or_fallback(&cfg, events)?.0,

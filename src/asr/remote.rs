@@ -91,6 +91,23 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// True when the peer has closed or written something unasked (a close frame) on a
+    /// connection that should be quiet: it must not be used. Never blocks.
+    pub fn gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Unix(s) => s.as_raw_fd(),
+            Conn::Tcp(s) => s.as_raw_fd(),
+        };
+        let mut b = [0u8; 1];
+        // SAFETY: recv into a 1-byte stack buffer on our own socket; MSG_PEEK leaves the data
+        // where it is and MSG_DONTWAIT makes it return at once.
+        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -275,6 +292,12 @@ impl RemoteEngine {
         }
         self.last_sent = Instant::now();
         self.ws.send(Message::Ping(Vec::new().into())).map_err(|e| self.lost(e))
+    }
+
+    /// True when the server closed this connection while it waited for its first block (a
+    /// restart, an idle timeout): the attempt should open a new one instead.
+    pub fn stale(&self) -> bool {
+        self.blocks == 0 && self.ws.get_ref().gone()
     }
 
     /// Blocks sent so far.
