@@ -484,3 +484,28 @@ fn server_restart_before_the_first_attempt_is_survived() {
     assert_eq!(out.json()["backend"], "server");
     assert!(out.log.contains("opening a new one"), "{}", out.log);
 }
+
+/// The connect deadline also holds for a Unix socket whose listen backlog is full (a server
+/// that stopped accepting): a blocking connect would wait forever there.
+#[test]
+fn connect_deadline_holds_against_a_full_unix_backlog() {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stuck.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap(); // never accepts
+    let addr = UnixAddr::new(&path).unwrap();
+    let mut pending = Vec::new();
+    loop {
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).unwrap();
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => pending.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(pending.len() < 100_000, "backlog never filled");
+    }
+    let out = Call::new("ko-hello-8k.wav", &[&format!("--server=unix:{}", path.display()), "--server-timeout=300ms"]).run();
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
+    assert!(out.var("ASR_ERROR").contains("backlog"), "{}", out.var("ASR_ERROR"));
+    drop(pending);
+}

@@ -132,6 +132,29 @@ impl Write for Conn {
     }
 }
 
+/// Connects a Unix stream socket by `until`. A blocking connect would wait for as long as the
+/// server's listen backlog stays full (a frozen server); a non-blocking one says EAGAIN then,
+/// and is retried until the deadline.
+fn connect_unix(path: &std::path::Path, until: Instant) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new(path).map_err(std::io::Error::from)?;
+    loop {
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None).map_err(std::io::Error::from)?;
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(nix::errno::Errno::EAGAIN) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within the deadline (the server's backlog is full)"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn unreachable(addr: &ServerAddr, reason: impl std::fmt::Display) -> AsrError {
     AsrError::ServerUnreachable { addr: addr.to_string(), reason: reason.to_string() }
 }
@@ -151,7 +174,7 @@ pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration) -> R
     let until = Instant::now() + deadline;
     let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let (conn, url) = match addr {
-        ServerAddr::Unix(p) => (Conn::Unix(UnixStream::connect(p).map_err(|e| unreachable(addr, e))?), format!("ws://localhost{path}")),
+        ServerAddr::Unix(p) => (Conn::Unix(connect_unix(p, until).map_err(|e| unreachable(addr, e))?), format!("ws://localhost{path}")),
         ServerAddr::Ws { host, port, path: base } => {
             let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(|e| unreachable(addr, e))?.collect();
             let mut last = None;

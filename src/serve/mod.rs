@@ -331,7 +331,12 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
             sh.stats.aborted.fetch_add(1, Ordering::Relaxed);
             log_line!("call {id} from {peer} ended: {why}");
             if let Some(code) = code {
-                let reason: String = why.chars().take(120).collect();
+                // A close reason holds at most 123 bytes; cut at a character boundary.
+                let mut cut = why.len().min(120);
+                while !why.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let reason = why[..cut].to_string();
                 let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
                 let _ = ws.flush();
             }
