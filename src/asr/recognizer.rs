@@ -398,7 +398,11 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
             st.drain_to(to);
         }
         // A connection opened at the start may have been closed meanwhile (server restarted).
-        if matches!(&first, Some(Decoder::Remote(r)) if r.stale()) {
+        let stale = match first.as_mut() {
+            Some(Decoder::Remote(r)) => r.stale(),
+            _ => false,
+        };
+        if stale {
             crate::log_line!("the server closed the waiting connection; opening a new one");
             first = None;
         }

@@ -92,19 +92,11 @@ impl Conn {
 }
 
 impl Conn {
-    /// True when the peer has closed or written something unasked (a close frame) on a
-    /// connection that should be quiet: it must not be used. Never blocks.
-    pub fn gone(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let fd = match self {
-            Conn::Unix(s) => s.as_raw_fd(),
-            Conn::Tcp(s) => s.as_raw_fd(),
-        };
-        let mut b = [0u8; 1];
-        // SAFETY: recv into a 1-byte stack buffer on our own socket; MSG_PEEK leaves the data
-        // where it is and MSG_DONTWAIT makes it return at once.
-        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_nonblocking(on),
+            Conn::Tcp(s) => s.set_nonblocking(on),
+        }
     }
 }
 
@@ -318,9 +310,24 @@ impl RemoteEngine {
     }
 
     /// True when the server closed this connection while it waited for its first block (a
-    /// restart, an idle timeout): the attempt should open a new one instead.
-    pub fn stale(&self) -> bool {
-        self.blocks == 0 && self.ws.get_ref().gone()
+    /// restart, an idle timeout): the attempt should open a new one instead. Reads what is
+    /// pending without blocking: pongs to the keepalive are fine, anything else is not.
+    pub fn stale(&mut self) -> bool {
+        if self.blocks > 0 {
+            return false;
+        }
+        if self.ws.get_ref().set_nonblocking(true).is_err() {
+            return true;
+        }
+        let gone = loop {
+            match self.ws.read() {
+                Ok(Message::Pong(_) | Message::Ping(_)) => continue,
+                Ok(_) => break true,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        gone || self.ws.get_ref().set_nonblocking(false).is_err()
     }
 
     /// Blocks sent so far.
