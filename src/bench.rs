@@ -678,6 +678,42 @@ fn html(r: &Value) -> String {
         ));
     }
     h.push_str("</table>");
+    let served = r["served_concurrency"].as_array().cloned().unwrap_or_default();
+    if !served.is_empty() {
+        h.push_str("<h2>Served (one asr_bridge serve) versus in-process</h2>");
+        let cl: Vec<String> = served.iter().map(|c| format!("{} calls", c["calls"])).collect();
+        let mem: Vec<f64> = served.iter().map(|c| c["total_pss_peak_mb"].as_f64().unwrap_or(f64::NAN)).collect();
+        let one = r["summary"]["served"]["one_model_mb"].as_f64();
+        h.push_str(&svg_bars("Served: memory (PSS, MB) by concurrent calls; red: one model", &cl, &mem, one));
+        h.push_str("<table><tr><th>wav</th><th>latency ms in-process</th><th>served</th><th>start to streaming ms in-process</th><th>served</th><th>same text</th></tr>");
+        for x in &files {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(x["wav"].as_str().unwrap_or("")),
+                f(&x["latency_ms"], 0),
+                f(&x["served"]["latency_ms"], 0),
+                f(&x["start_to_streaming_ms"], 0),
+                f(&x["served"]["start_to_streaming_ms"], 1),
+                x["served"]["same_as_in_process"]
+            ));
+        }
+        h.push_str("</table><table><tr><th>calls</th><th>memory MB in-process</th><th>served</th><th>bound</th><th>latency p50 ms in-process</th><th>served</th><th>OK served</th><th>dropped served</th></tr>");
+        for c in &served {
+            let inproc = conc.iter().find(|l| l["calls"] == c["calls"]).cloned().unwrap_or(Value::Null);
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c["calls"],
+                f(&inproc["total_pss_peak_mb"], 0),
+                f(&c["total_pss_peak_mb"], 0),
+                f(&c["memory_bound_mb"], 0),
+                f(&inproc["latency_p50_ms"], 0),
+                f(&c["latency_p50_ms"], 0),
+                c["ok"],
+                c["dropped"]
+            ));
+        }
+        h.push_str("</table>");
+    }
     h
 }
 

@@ -33,6 +33,18 @@ fn report_and_bounds() {
     assert!(f["cpu_ratio"].as_f64().unwrap() > 0.0);
     assert_eq!(r["concurrency"][0]["calls"], 1);
 
+    // --served: the same call through a resident server, side by side.
+    let (ok, text, r) = bench(d.path(), &["--served"]);
+    assert!(ok, "{text}");
+    let f = &r["files"][0];
+    assert_eq!(f["served"]["backend"], "server", "{r:#}");
+    assert_eq!(f["served"]["same_as_in_process"], true, "a fresh server's first call: {r:#}");
+    assert!(f["served"]["start_to_streaming_ms"].as_f64().unwrap() < f["start_to_streaming_ms"].as_f64().unwrap());
+    assert_eq!(r["served_concurrency"][0]["ok"], 1);
+    assert!(r["summary"]["served"]["one_model_mb"].as_f64().unwrap() > 100.0);
+    let html = std::fs::read_to_string(d.path().join("report.html")).unwrap();
+    assert!(html.contains("Served (one asr_bridge serve) versus in-process"));
+
     let (ok, text, r) = bench(d.path(), &["--max-latency-ms=1"]);
     assert!(!ok, "a broken bound fails the run: {text}");
     assert!(text.contains("BOUNDS BROKEN"), "{text}");
