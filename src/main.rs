@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         }
         Some("stats") => {
             args.remove(0);
-            return asr_bridge::serve::stats_main(args);
+            let (json, code) = asr_bridge::serve::stats(args);
+            print!("{json}");
+            return code;
         }
         Some("bench") => {
             args.remove(0);

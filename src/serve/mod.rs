@@ -9,8 +9,6 @@
 //! Thread per connection (blocking sockets with deadlines), decode on the pool: a connection
 //! thread costs a few pages of stack; the model and decoding are the memory and CPU.
 
-#![allow(clippy::print_stdout)] // `asr_bridge stats` prints its JSON; serve itself logs to stderr.
-
 pub mod call;
 pub mod invariants;
 pub mod pool;
@@ -43,8 +41,8 @@ use call::{classify, CallConfig, ServedCall, TextMessage};
 use pool::Pool;
 use stats::Stats;
 
-/// The default socket (the systemd unit's RuntimeDirectory).
-pub const DEFAULT_SOCKET: &str = "/run/asr_bridge/asr.sock";
+/// The default address (a socket in the systemd unit's RuntimeDirectory).
+pub const DEFAULT_ADDRESS: &str = "unix:/run/asr_bridge/asr.sock";
 
 /// Serves recognition to many calls from one resident model.
 #[derive(Debug, Parser)]
@@ -54,7 +52,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Where to listen: unix:PATH or tcp:HOST:PORT (repeatable).
-    #[arg(long = "listen", default_value = "unix:/run/asr_bridge/asr.sock")]
+    #[arg(long = "listen", default_value = DEFAULT_ADDRESS)]
     pub listen: Vec<String>,
     /// Decode threads [default: the number of cores].
     #[arg(long)]
@@ -120,13 +118,6 @@ impl Listener {
                 (Conn::Tcp(s), a.to_string())
             }),
         }
-    }
-
-    fn set_blocking(c: &Conn) {
-        let _ = match c {
-            Conn::Unix(s) => s.set_nonblocking(false),
-            Conn::Tcp(s) => s.set_nonblocking(false),
-        };
     }
 }
 
@@ -227,7 +218,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         for l in &listeners {
             while let Some((conn, peer)) = l.accept() {
-                Listener::set_blocking(&conn);
+                let _ = conn.set_nonblocking(false);
                 let sh = shared.clone();
                 let spawned = std::thread::Builder::new().name("call".into()).spawn(move || connection(&sh, conn, &peer));
                 if let Err(e) = spawned {
@@ -444,14 +435,14 @@ enum Work {
     Final,
 }
 
-/// Entry point of `asr_bridge stats`: prints the server's statistics as JSON; exit 1 when it
-/// cannot be reached (a health check).
-pub fn stats_main(args: Vec<String>) -> ExitCode {
+/// Runs `asr_bridge stats`: the server's statistics as pretty JSON for `main` to print, and
+/// the exit status (1 when it cannot be reached: a health check).
+pub fn stats(args: Vec<String>) -> (String, ExitCode) {
     #[derive(Parser)]
     #[command(name = "asr_bridge stats")]
     struct StatsArgs {
         /// The server: unix:PATH or ws://HOST:PORT.
-        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "unix:/run/asr_bridge/asr.sock")]
+        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = DEFAULT_ADDRESS)]
         server: String,
         /// Connect and reply deadline.
         #[arg(long, default_value = "2s")]
@@ -465,18 +456,15 @@ pub fn stats_main(args: Vec<String>) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("stats: --server {e}");
-            return ExitCode::from(2);
+            return (String::new(), ExitCode::from(2));
         }
     };
     let t = parse_duration(&a.timeout).unwrap_or(Duration::from_secs(2));
     match fetch_stats(&addr, t) {
-        Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
+        Ok(v) => (serde_json::to_string_pretty(&v).unwrap_or_default() + "\n", ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("stats: {e}");
-            ExitCode::FAILURE
+            (String::new(), ExitCode::FAILURE)
         }
     }
 }
