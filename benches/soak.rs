@@ -40,21 +40,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-            // pid (comm) state ppid ...: the comm may hold spaces, so split after ')'.
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
-            if ppid == Some(pid) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -176,7 +161,7 @@ fn main() {
     if !status.success() {
         problems.push(format!("server exited {status:?} on SIGTERM"));
     }
-    let left = children_of(std::process::id());
+    let left = asr_bridge::log::children_of(std::process::id());
     let fds_after = open_fds();
     let report = serde_json::json!({
         "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes, "served_calls": served_calls,

@@ -111,10 +111,7 @@ impl BenchServer {
 
     /// The server's resident memory now, kB.
     fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-            .unwrap_or(0)
+        crate::log::proc_kb(&self.child.id().to_string(), "status", "VmRSS:").unwrap_or(0)
     }
 }
 
@@ -446,22 +443,10 @@ fn start_to_streaming(r: &Run) -> Option<f64> {
 /// proportional set size splits shared pages (libvosk's code, the C++ runtime) among the
 /// processes mapping them, so summed over processes it is the memory really used.
 fn children_pss_kb() -> Vec<(u32, u64)> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-            .unwrap_or(0);
-        out.push((pid, pss));
-    }
-    out
+    crate::log::children_of(std::process::id())
+        .into_iter()
+        .map(|pid| (pid, crate::log::proc_kb(&pid.to_string(), "smaps_rollup", "Pss:").unwrap_or(0)))
+        .collect()
 }
 
 /// N calls at once on one WAV; with `server`, through it, sampling memory meanwhile.

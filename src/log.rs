@@ -38,6 +38,30 @@ pub fn append_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()
     f.write_all(line.as_bytes())
 }
 
+/// A kB figure from `/proc/PID/FILE` (PID "self" for this process): the line starting with
+/// `key`, e.g. `VmRSS:` in `status` (resident now) or `Pss:` in `smaps_rollup`.
+pub fn proc_kb(pid: &str, file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // pid (comm) state ppid ...: the comm may hold spaces, so split after ')'.
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// CPU seconds (user + system) and peak RSS in KiB of this process.
 pub fn rusage() -> (f64, u64) {
     match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {

@@ -535,9 +535,8 @@ impl<W: Write> Call<W> {
                     break;
                 }
                 while let Ok(ev) = events.try_recv() {
-                    if let Event::SpeechStarted { at_ms } = ev {
-                        speech = true;
-                        log_line!("speech started at {at_ms:.0} ms");
+                    if let Event::SpeechStarted { .. } = ev {
+                        self.on_event(ev, &mut speech);
                     } else {
                         early_events.push_back(ev);
                     }

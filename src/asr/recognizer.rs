@@ -275,7 +275,6 @@ impl Decoder {
     }
 }
 
-
 /// Makes a decoder per attempt.
 enum Source {
     Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
@@ -304,8 +303,7 @@ impl Source {
                 crate::log_line!("{e}; falling back to the in-process model");
                 let dir = dir.map_err(|why| AsrError::ServerUnreachable { addr, reason: format!("no fallback model: {why}") })?;
                 let info = super::model::inspect(&dir)?;
-                let (source, _) = local_source(&info, cfg, events)?;
-                *self = source;
+                *self = local_source(&info, cfg, events)?;
                 Ok((self.decoder(cfg.audio_rate)?, "fallback"))
             }
             Err(e) => Err(e),
@@ -315,8 +313,8 @@ impl Source {
 }
 
 /// Loads the model in-process and checks the grammar against its vocabulary.
-fn local_source(info: &ModelInfo, cfg: &RecognizerConfig, events: &Sender<Event>) -> Result<(Source, Duration), AsrError> {
-    let (mut model, load) = load_model(info)?;
+fn local_source(info: &ModelInfo, cfg: &RecognizerConfig, events: &Sender<Event>) -> Result<Source, AsrError> {
+    let (mut model, _) = load_model(info)?;
     let mut engine_opts = cfg.engine.clone();
     if let Some(phrases) = engine_opts.grammar.take() {
         let (kept, oov) = super::grammar::check_vocabulary(&mut model, &phrases);
@@ -329,14 +327,14 @@ fn local_source(info: &ModelInfo, cfg: &RecognizerConfig, events: &Sender<Event>
         }
         engine_opts.grammar = Some(kept);
     }
-    Ok((Source::Local { model, info: info.clone(), opts: engine_opts }, load))
+    Ok(Source::Local { model, info: info.clone(), opts: engine_opts })
 }
 
 fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, control: &Receiver<Control>) -> Result<(), AsrError> {
     let rate = cfg.audio_rate;
     let t = Instant::now();
     let mut source = match &cfg.backend {
-        Backend::Local(info) => local_source(info, &cfg, events)?.0,
+        Backend::Local(info) => local_source(info, &cfg, events)?,
         // The grammar goes to the server as normalized phrases; the server checks them
         // against its model's vocabulary exactly as the in-process path does.
         Backend::Server { server, .. } => Source::Remote { server: server.clone(), opts: cfg.engine.clone() },

@@ -92,7 +92,8 @@ impl Conn {
 }
 
 impl Conn {
-    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+    /// Switches the socket between blocking (calls, with deadlines) and non-blocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
         match self {
             Conn::Unix(s) => s.set_nonblocking(on),
             Conn::Tcp(s) => s.set_nonblocking(on),
@@ -328,11 +329,6 @@ impl RemoteEngine {
             }
         };
         gone || self.ws.get_ref().set_nonblocking(false).is_err()
-    }
-
-    /// Blocks sent so far.
-    pub fn blocks(&self) -> u64 {
-        self.blocks
     }
 
     /// Asks for the final result and closes.

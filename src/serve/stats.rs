@@ -60,13 +60,6 @@ fn summary(q: &VecDeque<f32>, max: f32) -> serde_json::Value {
     json!({ "p50": pct(0.5), "p95": pct(0.95), "max": (max as f64 * 100.0).round() / 100.0, "samples": v.len() })
 }
 
-/// Resident memory now (VmRSS), kB.
-pub fn current_rss_kb() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 impl Stats {
     pub fn new(max_calls: usize) -> Stats {
         Stats {
@@ -135,7 +128,7 @@ impl Stats {
             "audio_s": self.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             "decode_lag_ms": decode,
             "queue_wait_ms": queue,
-            "rss_kb": current_rss_kb(),
+            "rss_kb": crate::log::proc_kb("self", "status", "VmRSS:"),
             "rss_peak_kb": crate::log::rusage().1,
         })
     }
