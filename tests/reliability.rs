@@ -176,6 +176,29 @@ fn audio_in_the_wrong_rate_does_not_crash() {
     assert!(out.var("ASR_ERROR").contains("ulaw"), "{}", out.var("ASR_ERROR"));
 }
 
+/// The simulated host tells a full pipe (EAGAIN: Asterisk drops the frame, audio is lost)
+/// from a closed one (EPIPE: the child has let go of fd 3, as it does while exiting; a frame
+/// can land in the moment between the kernel closing an exiting child's files and the exit
+/// being reaped). Two stand-in children that never read: one holds fd 3, one closes it.
+#[test]
+fn host_tells_a_full_pipe_from_a_closed_one() {
+    let run = |script: &str| {
+        let mut opts = asr_bridge::sim::SimOptions::new("/bin/sh".into(), vec![0; 8000 * 40], 8000);
+        opts.bridge_args = vec!["-c".into(), script.into()];
+        opts.speed = 20.0; // 40 s of audio in 2 s: far more than a 64 KiB pipe holds
+        asr_bridge::sim::run(opts).unwrap()
+    };
+    let holds = run("sleep 2.5");
+    assert!(holds.frames_dropped > 0, "{holds:?}");
+    assert_eq!(holds.audio_closed_ms, None);
+
+    let closes = run("exec 3<&-; sleep 1.5");
+    assert_eq!(closes.frames_dropped, 0, "EPIPE is not a drop");
+    let closed = closes.audio_closed_ms.expect("EPIPE seen");
+    assert!(closed < 500.0 && closed < closes.child_ms, "closed at {closed} ms, exited at {} ms", closes.child_ms);
+    assert!(closes.dialogue.iter().any(|l| l.dir == Dir::Event && l.text.contains("EPIPE")));
+}
+
 // ---- Signals and pipes --------------------------------------------------------------------
 // During model load, while listening, twice, while setting variables: call.rs hangup_*.
 

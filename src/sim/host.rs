@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -170,7 +171,13 @@ pub struct SimResult {
     /// Wall ms from hangup to the child's exit.
     pub exit_after_hangup_ms: Option<f64>,
     pub frames_written: u64,
+    /// Frames Asterisk would have dropped because the pipe was full (EAGAIN): audio lost.
     pub frames_dropped: u64,
+    /// Wall ms when a write to fd 3 first failed with EPIPE: the child's read end was closed,
+    /// which happens only as it exits (the kernel closes its files a moment before the exit
+    /// can be reaped, so a frame can land in that gap). Asterisk ignores the error; the host
+    /// stops writing. Not a drop; a time before the child's last command would be a bug.
+    pub audio_closed_ms: Option<f64>,
     pub audio_bytes_written: u64,
     pub first_frame_ms: Option<f64>,
     pub mark_written_ms: Option<f64>,
@@ -237,6 +244,14 @@ struct Host {
 impl Host {
     fn ms(&self) -> f64 {
         self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// fd 3's read end is gone (EPIPE): the child is exiting. Nothing more can be written.
+    fn audio_closed(&mut self) {
+        if self.res.audio_closed_ms.is_none() {
+            self.res.audio_closed_ms = Some(self.ms());
+            self.log(Dir::Event, "fd 3 read end closed by the child (EPIPE); audio stops");
+        }
     }
 
     fn log(&mut self, dir: Dir, text: &str) {
@@ -532,6 +547,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             exit_after_hangup_ms: None,
             frames_written: 0,
             frames_dropped: 0,
+            audio_closed_ms: None,
             audio_bytes_written: 0,
             first_frame_ms: None,
             mark_written_ms: None,
@@ -655,7 +671,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             if samples.is_empty() {
                 continue;
             }
-            let Some(w) = audio_w.as_ref() else { continue };
+            let Some(w) = audio_w.as_ref().filter(|_| host.res.audio_closed_ms.is_none()) else { continue };
             bytes.clear();
             for s in samples {
                 bytes.extend_from_slice(&s.to_ne_bytes());
@@ -678,6 +694,10 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
                                 l.write_all(&held[off..off + n])?;
                             }
                             off += n;
+                        }
+                        Err(Errno::EPIPE) => {
+                            host.audio_closed();
+                            break;
                         }
                         Err(_) => {
                             host.res.frames_dropped += ((held.len() - off) / (frame * 2)).max(1) as u64;
@@ -709,8 +729,10 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
                         l.write_all(&bytes[..n])?;
                     }
                 }
+                Err(Errno::EPIPE) => host.audio_closed(),
                 Err(_) => host.res.frames_dropped += 1, // EAGAIN: Asterisk drops the frame
             }
+
         }
         // Wait for output from the child, or the next frame / timer.
         let mut wake = next_frame;

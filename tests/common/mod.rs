@@ -128,6 +128,18 @@ impl Outcome {
     pub fn assert_ok(&self) {
         assert_eq!(self.status(), "OK", "vars {:?}\nlog:\n{}", self.res.vars, self.log);
     }
+
+    /// No audio lost on either side of fd 3: the host never found the pipe full, the bridge's
+    /// ring never overflowed, and fd 3 stayed open until the result was in the dialplan (the
+    /// host sees EPIPE only when the bridge is exiting; see `SimResult::audio_closed_ms`).
+    pub fn assert_no_audio_lost(&self) {
+        assert_eq!(self.res.frames_dropped, 0, "the host found fd 3's pipe full (pipe_size {}); log:\n{}", self.json()["pipe_size"], self.log);
+        assert_eq!(self.json()["samples_dropped"], 0, "the ring overflowed; log:\n{}", self.log);
+        if let Some(closed) = self.res.audio_closed_ms {
+            let result_set = self.res.var_times.get("ASR_STATUS").copied().unwrap_or(f64::MAX);
+            assert!(closed >= result_set, "fd 3 closed at {closed:.1} ms, before ASR_STATUS was set at {result_set:.1} ms");
+        }
+    }
 }
 
 /// The direct-libvosk baseline: `asr_bridge transcribe` in its own process (a fresh model).
