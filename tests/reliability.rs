@@ -195,7 +195,7 @@ fn host_tells_a_full_pipe_from_a_closed_one() {
     let closes = run("exec 3<&-; sleep 1.5");
     assert_eq!(closes.frames_dropped, 0, "EPIPE is not a drop");
     let closed = closes.audio_closed_ms.expect("EPIPE seen");
-    assert!(closed < 500.0 && closed < closes.child_ms, "closed at {closed} ms, exited at {} ms", closes.child_ms);
+    assert!(closed + 1000.0 < closes.child_ms, "seen at {closed} ms, long before the exit at {} ms", closes.child_ms);
     assert!(closes.dialogue.iter().any(|l| l.dir == Dir::Event && l.text.contains("EPIPE")));
 }
 
