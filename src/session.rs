@@ -215,6 +215,8 @@ struct Report {
     cpu_at_load_s: Option<f64>,
     resampling: bool,
     backend: &'static str,
+    /// Loading the in-process model after the server was lost mid-attempt.
+    fallback_ms: Option<f64>,
     ready_ms: Option<f64>,
     rate: Option<u32>,
     outcome: Option<Outcome>,
@@ -415,6 +417,14 @@ impl<W: Write> Call<W> {
                 let what = if backend == "server" { "server connected" } else { "model loaded" };
                 log_line!("{what} in {:.0} ms ({backend}){}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
             }
+            Event::FellBack { load, replayed_ms, reason } => {
+                self.report.backend = "fallback";
+                self.report.fallback_ms = Some(load.as_secs_f64() * 1000.0);
+                log_line!(
+                    "the in-process model took over in {:.0} ms after the server was lost ({reason}); {replayed_ms:.0} ms of audio replayed",
+                    load.as_secs_f64() * 1000.0
+                );
+            }
             Event::SpeechStarted { at_ms } => {
                 *speech = true;
                 log_line!("speech started at {at_ms:.0} ms");
@@ -581,7 +591,7 @@ impl<W: Write> Call<W> {
                         }
                     }
                     Ok(ev) => {
-                        let loaded = matches!(ev, Event::ModelLoaded { .. });
+                        let loaded = matches!(ev, Event::ModelLoaded { .. } | Event::FellBack { .. });
                         if let Some(end) = self.on_event(ev, &mut speech) {
                             return end;
                         }
@@ -773,6 +783,7 @@ impl<W: Write> Call<W> {
             "resampling": self.report.resampling,
             "model_load_ms": self.report.model_load_ms,
             "backend": self.report.backend,
+            "fallback_ms": self.report.fallback_ms,
             "ready_ms": self.report.ready_ms,
             "fd3_ready_ms": ms(load(|s| &s.ready_ns)),
             "first_audio_ms": ms(load(|s| &s.first_data_ns)),

@@ -287,6 +287,40 @@ fn server_killed_or_frozen_mid_call() {
     }
 }
 
+/// The same with `--server-fallback`: the in-process model takes over mid-attempt and is
+/// given what the server had heard, so the caller's words are not lost. The result is what
+/// the in-process engine makes of the same samples, exactly; nothing dropped.
+#[test]
+fn server_lost_mid_call_with_fallback_keeps_the_callers_words() {
+    for sig in [libc::SIGKILL, libc::SIGSTOP] {
+        let server = Server::start(&[]);
+        let arg = server.arg();
+        let handle = std::thread::spawn(move || {
+            let mut call = Call::new("ko-long-8k.wav", &[&arg, "--server-timeout=500ms", "--server-fallback", "--end-silence=700ms"]);
+            call.opts.speed = 1.0;
+            call.run()
+        });
+        server.wait_for("the call on the server", |s| s["active"] == 1);
+        std::thread::sleep(Duration::from_millis(1500));
+        server.signal(sig);
+        let out = handle.join().unwrap();
+        out.assert_ok();
+        out.assert_no_audio_lost();
+        assert_eq!(out.json()["backend"], "fallback", "signal {sig}");
+        assert!(out.json()["fallback_ms"].as_f64().is_some());
+        assert!(out.log.contains("audio replayed"), "{}", out.log);
+        let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+        let d = direct(&wav("ko-long-8k.wav"), Some(consumed));
+        assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "signal {sig}");
+        let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
+        assert_eq!(out.var("ASR_CONFIDENCE"), conf, "signal {sig}");
+        if sig == libc::SIGSTOP {
+            assert!(out.log.contains("deadline"), "{}", out.log);
+            server.signal(libc::SIGCONT);
+        }
+    }
+}
+
 /// A hangup mid-stream frees the server's recognizer (the slot, and the call is counted as
 /// aborted), and the server serves the next call.
 #[test]

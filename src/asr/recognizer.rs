@@ -55,6 +55,9 @@ pub enum Event {
     /// it took; `backend` is "in-process", "server" or "fallback" (in-process after the server
     /// could not be reached).
     ModelLoaded { load: Duration, resampling: bool, cpu_s: f64, backend: &'static str, ready: Instant },
+    /// The server was lost mid-attempt and `--server-fallback` is on: the in-process model
+    /// took over (loading it took `load`) and was given the attempt's audio so far.
+    FellBack { load: Duration, replayed_ms: f64, reason: String },
     /// Speech onset confirmed, at this media time (ms).
     SpeechStarted { at_ms: f64 },
     /// Speech has lasted the barge-in minimum: time to stop the prompt.
@@ -221,7 +224,8 @@ impl Stream {
         self.frame_buf.len() >= self.frame
     }
 
-    fn feed(&mut self, engine: &mut Decoder, block: &[i16]) -> Result<(), AsrError> {
+    /// Records `block` (with `--record`) and hands it to the decoder.
+    fn feed(&mut self, engine: &mut Decoder, rescue: &mut Rescue, block: &[i16]) -> Result<(), AsrError> {
         if let Some(r) = self.recorder.as_mut() {
             for s in block {
                 r.write_sample(*s).map_err(|e| AsrError::Record {
@@ -230,7 +234,12 @@ impl Stream {
                 })?;
             }
         }
-        engine.accept(block)
+        if let Err(e) = engine.accept(block) {
+            *engine = rescue.take_over(e, self.rate)?;
+            engine.accept(block)?;
+        }
+        rescue.sent(block);
+        Ok(())
     }
 
     fn finish_recording(&mut self) -> Result<(), AsrError> {
@@ -272,6 +281,60 @@ impl Decoder {
             Decoder::Local(_) => Ok(()),
             Decoder::Remote(r) => r.keepalive(),
         }
+    }
+}
+
+/// With `--server-fallback`, a server lost in the middle of an attempt (killed, frozen past
+/// the reply deadline, the connection cut) is replaced by the in-process model: the audio
+/// this attempt sent so far is kept and replayed into it, so the caller's words are not
+/// lost. Without the option, or in-process, the error passes through (`ASR_CAUSE=102`).
+struct Rescue<'a> {
+    source: &'a mut Source,
+    cfg: &'a RecognizerConfig,
+    events: &'a Sender<Event>,
+    /// The attempt's audio as sent to the server; None when there is nothing to rescue.
+    sent: Option<Vec<i16>>,
+}
+
+impl<'a> Rescue<'a> {
+    fn new(source: &'a mut Source, cfg: &'a RecognizerConfig, events: &'a Sender<Event>, engine: &Decoder) -> Self {
+        let armed = matches!(engine, Decoder::Remote(_)) && matches!(&*source, Source::Remote { server, .. } if server.fallback);
+        Rescue { source, cfg, events, sent: armed.then(Vec::new) }
+    }
+
+    fn sent(&mut self, block: &[i16]) {
+        if let Some(v) = self.sent.as_mut() {
+            v.extend_from_slice(block);
+        }
+    }
+
+    /// An in-process decoder that has heard what the lost server heard, or `e` back.
+    fn take_over(&mut self, e: AsrError, rate: u32) -> Result<Decoder, AsrError> {
+        let (AsrError::ServerLost { .. }, Some(sent)) = (&e, self.sent.take()) else { return Err(e) };
+        let replayed_ms = sent.len() as f64 * 1000.0 / rate as f64;
+        crate::log_line!("{e}; falling back to the in-process model ({replayed_ms:.0} ms of this attempt's audio replayed)");
+        let t = Instant::now();
+        let info = match &self.cfg.backend {
+            Backend::Server { fallback: Ok(dir), .. } => super::model::inspect(dir)?,
+            Backend::Server { fallback: Err(why), .. } => {
+                return Err(AsrError::ServerLost { addr: server_name(self.source), reason: format!("{e}; no fallback model: {why}") })
+            }
+            Backend::Local(info) => info.clone(),
+        };
+        *self.source = local_source(&info, self.cfg, self.events)?;
+        let mut engine = self.source.decoder(rate)?;
+        for block in sent.chunks(block_len(rate)) {
+            engine.accept(block)?;
+        }
+        let _ = self.events.send(Event::FellBack { load: t.elapsed(), replayed_ms, reason: e.to_string() });
+        Ok(engine)
+    }
+}
+
+fn server_name(source: &Source) -> String {
+    match source {
+        Source::Remote { server, .. } => server.addr.to_string(),
+        Source::Local { .. } => String::new(),
     }
 }
 
@@ -408,7 +471,8 @@ fn run(cfg: RecognizerConfig, audio: AudioReader, events: &Sender<Event>, contro
             Some(e) => e,
             None => source.decoder_or_fallback(&cfg, events)?.0,
         };
-        match attempt(&cfg, &mut st, engine, timers, events, control)? {
+        let rescue = Rescue::new(&mut source, &cfg, events, &engine);
+        match attempt(&cfg, &mut st, engine, rescue, timers, events, control)? {
             AttemptEnd::Outcome(o) => {
                 let _ = events.send(Event::Done(o));
             }
@@ -428,6 +492,7 @@ fn attempt(
     cfg: &RecognizerConfig,
     st: &mut Stream,
     mut engine: Decoder,
+    mut rescue: Rescue,
     timers_now: bool,
     events: &Sender<Event>,
     control: &Receiver<Control>,
@@ -467,7 +532,7 @@ fn attempt(
             pending.extend_from_slice(&st.frame_buf);
             st.frame_buf.clear();
             if pending.len() >= st.block {
-                st.feed(&mut engine, &pending[..st.block])?;
+                st.feed(&mut engine, &mut rescue, &pending[..st.block])?;
                 pending.drain(..st.block);
             }
         } else if st.audio.consumer.slots() == 0 && st.starved() {
@@ -477,7 +542,9 @@ fn attempt(
         if let Some(r) = tracker.check(media) {
             break r;
         }
-        engine.keepalive()?;
+        if let Err(e) = engine.keepalive() {
+            engine = rescue.take_over(e, st.rate)?;
+        }
         if st.audio.consumer.slots() == 0 {
             let wait = tracker.until_next(media).clamp(1.0, 20.0);
             std::thread::park_timeout(Duration::from_micros((wait * 1000.0) as u64));
@@ -491,14 +558,17 @@ fn attempt(
     let mut left = &pending[..];
     while !left.is_empty() {
         let n = left.len().min(st.block);
-        st.feed(&mut engine, &left[..n])?;
+        st.feed(&mut engine, &mut rescue, &left[..n])?;
         left = &left[n..];
     }
     if let Some(r) = st.recorder.as_mut() {
         let _ = r.flush();
     }
     let t = Instant::now();
-    let transcript = engine.finish()?;
+    let transcript = match engine.finish() {
+        Ok(t) => t,
+        Err(e) => rescue.take_over(e, st.rate)?.finish()?,
+    };
     let finalize_ms = t.elapsed().as_secs_f64() * 1000.0;
     Ok(AttemptEnd::Outcome(Box::new(Outcome {
         reason,
