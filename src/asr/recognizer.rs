@@ -310,17 +310,17 @@ impl<'a> Rescue<'a> {
 
     /// An in-process decoder that has heard what the lost server heard, or `e` back.
     fn take_over(&mut self, e: AsrError, rate: u32) -> Result<Decoder, AsrError> {
-        let (AsrError::ServerLost { .. }, Some(sent)) = (&e, self.sent.take()) else { return Err(e) };
+        let (AsrError::ServerLost { addr, .. }, Some(sent)) = (&e, self.sent.take()) else { return Err(e) };
         let replayed_ms = sent.len() as f64 * 1000.0 / rate as f64;
-        crate::log_line!("{e}; falling back to the in-process model ({replayed_ms:.0} ms of this attempt's audio replayed)");
         let t = Instant::now();
         let info = match &self.cfg.backend {
-            Backend::Server { fallback: Ok(dir), .. } => super::model::inspect(dir)?,
             Backend::Server { fallback: Err(why), .. } => {
-                return Err(AsrError::ServerLost { addr: server_name(self.source), reason: format!("{e}; no fallback model: {why}") })
+                return Err(AsrError::ServerLost { addr: addr.clone(), reason: format!("{e}; no fallback model: {why}") })
             }
-            Backend::Local(info) => info.clone(),
+            Backend::Server { fallback: Ok(dir), .. } => super::model::inspect(dir)?,
+            Backend::Local(info) => info.clone(), // not armed in-process; here for completeness
         };
+        crate::log_line!("{e}; falling back to the in-process model ({replayed_ms:.0} ms of this attempt's audio to replay)");
         *self.source = local_source(&info, self.cfg, self.events)?;
         let mut engine = self.source.decoder(rate)?;
         for block in sent.chunks(block_len(rate)) {
@@ -328,13 +328,6 @@ impl<'a> Rescue<'a> {
         }
         let _ = self.events.send(Event::FellBack { load: t.elapsed(), replayed_ms, reason: e.to_string() });
         Ok(engine)
-    }
-}
-
-fn server_name(source: &Source) -> String {
-    match source {
-        Source::Remote { server, .. } => server.addr.to_string(),
-        Source::Local { .. } => String::new(),
     }
 }
 
