@@ -112,6 +112,16 @@ fn served(wav_name: &str, server: &Server, args: &[&str]) -> Outcome {
     call.run()
 }
 
+/// The call's text and confidence are exactly what the in-process engine (libvosk on a fresh
+/// model, `transcribe`) makes of the samples the call consumed.
+fn assert_same_as_in_process(out: &Outcome, name: &str) {
+    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    let d = direct(&wav(name), Some(consumed));
+    assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "{name}");
+    let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
+    assert_eq!(out.var("ASR_CONFIDENCE"), conf, "{name}");
+}
+
 /// Each bundled speech WAV on a fresh server gives exactly what the in-process engine gives
 /// for the same samples (the first recognizer of a freshly loaded model; the test of
 /// `research/vosk-0.3.45.md` §11): text and confidence; 16 kHz audio included (slin16).
@@ -126,11 +136,7 @@ fn served_results_equal_in_process_on_every_bundled_wav() {
         out.assert_ok();
         assert_eq!(out.json()["backend"], "server", "{name}");
         assert!(out.json()["model_load_ms"].as_f64().is_some());
-        let consumed = out.json()["samples_consumed"].as_u64().unwrap();
-        let d = direct(&wav(name), Some(consumed));
-        assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "{name}");
-        let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
-        assert_eq!(out.var("ASR_CONFIDENCE"), conf, "{name}");
+        assert_same_as_in_process(&out, name);
         assert_eq!(out.json()["samples_dropped"], 0);
         let s = server.wait_for("the call's end", |s| s["active"] == 0);
         assert_eq!(s["completed"], 1, "{s:#}");
@@ -261,22 +267,30 @@ fn connect_deadline_holds_against_a_silent_server() {
     drop(silent);
 }
 
+/// A real-time call on the long WAV through a fresh server that gets `sig` `after` the call
+/// reached it. The server comes back too (to SIGCONT a stopped one).
+fn server_signalled_mid_call(sig: libc::c_int, after: Duration, args: &[&str]) -> (Server, Outcome) {
+    let server = Server::start(&[]);
+    let mut all = vec![server.arg(), "--server-timeout=500ms".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let handle = std::thread::spawn(move || {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut call = Call::new("ko-long-8k.wav", &all);
+        call.opts.speed = 1.0;
+        call.run()
+    });
+    server.wait_for("the call on the server", |s| s["active"] == 1);
+    std::thread::sleep(after);
+    server.signal(sig);
+    (server, handle.join().unwrap())
+}
+
 /// The server killed mid-call: the call ends with ERROR, ASR_CAUSE=102, exit 0, and does
 /// not hang. A server that stops answering (SIGSTOP) trips the reply deadline the same way.
 #[test]
 fn server_killed_or_frozen_mid_call() {
     for sig in [libc::SIGKILL, libc::SIGSTOP] {
-        let server = Server::start(&[]);
-        let arg = server.arg();
-        let handle = std::thread::spawn(move || {
-            let mut call = Call::new("ko-long-8k.wav", &[&arg, "--server-timeout=500ms"]);
-            call.opts.speed = 1.0;
-            call.run()
-        });
-        server.wait_for("the call on the server", |s| s["active"] == 1);
-        std::thread::sleep(Duration::from_millis(800));
-        server.signal(sig);
-        let out = handle.join().unwrap();
+        let (server, out) = server_signalled_mid_call(sig, Duration::from_millis(800), &[]);
         assert_eq!(out.status(), "ERROR", "signal {sig}: {:?}", out.res.vars);
         assert_eq!(out.var("ASR_CAUSE"), "102", "signal {sig}");
         assert!(out.var("ASR_ERROR").contains("lost"), "{}", out.var("ASR_ERROR"));
@@ -293,27 +307,13 @@ fn server_killed_or_frozen_mid_call() {
 #[test]
 fn server_lost_mid_call_with_fallback_keeps_the_callers_words() {
     for sig in [libc::SIGKILL, libc::SIGSTOP] {
-        let server = Server::start(&[]);
-        let arg = server.arg();
-        let handle = std::thread::spawn(move || {
-            let mut call = Call::new("ko-long-8k.wav", &[&arg, "--server-timeout=500ms", "--server-fallback", "--end-silence=700ms"]);
-            call.opts.speed = 1.0;
-            call.run()
-        });
-        server.wait_for("the call on the server", |s| s["active"] == 1);
-        std::thread::sleep(Duration::from_millis(1500));
-        server.signal(sig);
-        let out = handle.join().unwrap();
+        let (server, out) = server_signalled_mid_call(sig, Duration::from_millis(1500), &["--server-fallback", "--end-silence=700ms"]);
         out.assert_ok();
         out.assert_no_audio_lost();
         assert_eq!(out.json()["backend"], "fallback", "signal {sig}");
         assert!(out.json()["fallback_ms"].as_f64().is_some());
         assert!(out.log.contains("audio replayed"), "{}", out.log);
-        let consumed = out.json()["samples_consumed"].as_u64().unwrap();
-        let d = direct(&wav("ko-long-8k.wav"), Some(consumed));
-        assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "signal {sig}");
-        let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
-        assert_eq!(out.var("ASR_CONFIDENCE"), conf, "signal {sig}");
+        assert_same_as_in_process(&out, "ko-long-8k.wav");
         if sig == libc::SIGSTOP {
             assert!(out.log.contains("deadline"), "{}", out.log);
             server.signal(libc::SIGCONT);
