@@ -9,13 +9,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, bounded, never, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{after, never, select, unbounded, Receiver};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::agi::channel::{Agi, LineEvent};
 use crate::agi::{Command, Reply};
 use crate::asr::endpoint::EndReason;
+use crate::asr::endpointer::{Controls, Endpoint};
 use crate::asr::recognizer::{self, Backend, Control, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
 use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
@@ -29,6 +30,8 @@ use crate::log_line;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-reply deadline once the host has failed to answer in time.
 pub const UNRESPONSIVE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A key pressed while no frames arrive (DTX) is decided this long after the minimum speech.
+pub const KEY_SETTLE_GRACE: Duration = Duration::from_millis(60);
 /// After a hangup, setting the variables may take this long in all.
 pub const HANGUP_BUDGET: Duration = Duration::from_millis(150);
 
@@ -122,8 +125,8 @@ impl Verdict {
     /// Maps the recognizer's outcome to the dialplan contract.
     pub fn from_outcome(o: &Outcome) -> Verdict {
         let text = crate::asr::grammar::strip_unk(&o.transcript.text);
-        let heard = o.speech_start_ms.is_some();
-        let (status, cause, error) = match (o.reason, text.is_empty(), heard) {
+        let heard = o.endpoint.speech_start_ms.is_some();
+        let (status, cause, error) = match (o.reason(), text.is_empty(), heard) {
             (EndReason::NoInput, _, _) => (Status::NoInput, "002", String::new()),
             (EndReason::MaxDuration, false, _) => (Status::Ok, "008", String::new()),
             (_, false, _) => (Status::Ok, "000", String::new()),
@@ -334,7 +337,6 @@ pub fn run_eagi<W: Write>(
     };
     call.report.rate = Some(rate);
     let (ev_tx, ev_rx) = unbounded();
-    let (ctl_tx, ctl_rx) = bounded(8);
     let rc = RecognizerConfig {
         backend,
         audio_rate: rate,
@@ -347,9 +349,10 @@ pub fn run_eagi<W: Write>(
         },
         barge_min: config.menu.barge_in_min,
     };
-    if let Err(e) = recognizer::spawn(rc, audio, ev_tx, ctl_rx) {
-        return call.finish(Verdict::error(format!("cannot start the recognizer thread: {e}")), Some(&config));
-    }
+    let ctl_tx = match recognizer::spawn(rc, audio, ev_tx) {
+        Ok(c) => c,
+        Err(e) => return call.finish(Verdict::error(format!("cannot start the recognizer threads: {e}")), Some(&config)),
+    };
     let verdict = call.menu(&config, &ev_rx, &ctl_tx);
     let _ = ctl_tx.try_send(Control::Stop);
     call.finish(verdict, Some(&config))
@@ -399,14 +402,22 @@ impl<W: Write> Call<W> {
         self.audio_stats.as_ref().map(|s| s.samples_in.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
     }
 
-    /// Samples the recognizer has processed.
-    fn decoded_pos(&self) -> u64 {
+    /// Samples the endpointer has listened to (it keeps up with arrival).
+    fn endpointed_pos(&self) -> u64 {
         self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// True once the endpointer has heard enough after a key pressed at stream position
+    /// `pos` (wall time `at`) to know whether speech had started first: `need` samples more,
+    /// or, when no frames come at all (DTX), all that arrived and `settle` of wall time.
+    fn key_settled(&self, pos: u64, at: Instant, need: u64, settle: Duration) -> bool {
+        let heard = self.endpointed_pos();
+        heard >= pos + need || (heard >= self.stream_pos() && at.elapsed() >= settle)
     }
 
     /// The recognizer's events that need no attempt-local state: both the select loop and
     /// the events taken early (while deciding a key) go through here, so none is dropped.
-    fn on_event(&mut self, ev: Event, speech: &mut bool) -> Option<AttemptEnd> {
+    fn on_event(&mut self, ev: Event, speech: &mut bool, ended: &mut Option<Box<Endpoint>>) -> Option<AttemptEnd> {
         match ev {
             Event::ModelLoaded { load, resampling, cpu_s, backend, ready } => {
                 self.report.cpu_at_load_s = Some(cpu_s);
@@ -429,7 +440,20 @@ impl<W: Write> Call<W> {
                 *speech = true;
                 log_line!("speech started at {at_ms:.0} ms");
             }
-            Event::Done(o) => return Some(AttemptEnd::Outcome(o)),
+            Event::Ended(ep) if ep.reason == EndReason::NoInput => {
+                return Some(AttemptEnd::Outcome(Box::new(Outcome::without_text(*ep))));
+            }
+            Event::Ended(ep) => {
+                log_line!("{:?} decided at {:.0} ms; waiting for the decoder's text", ep.reason, ep.media_ms);
+                *ended = Some(ep);
+            }
+            Event::Transcript { transcript, finalize_ms, at } => match ended.take() {
+                Some(ep) => {
+                    let o = Outcome { endpoint: *ep, transcript, finalize_ms, text_at: Some(at) };
+                    return Some(AttemptEnd::Outcome(Box::new(o)));
+                }
+                None => log_line!("a transcript came for no attempt; ignored"),
+            },
             Event::Failed(e) => {
                 let mut v = Verdict::error(e.to_string());
                 v.cause = e.cause();
@@ -443,7 +467,7 @@ impl<W: Write> Call<W> {
     }
 
     /// The whole menu: attempts with prompts, barge-in, DTMF and retries.
-    fn menu(&mut self, config: &Config, events: &Receiver<Event>, control: &Sender<Control>) -> Verdict {
+    fn menu(&mut self, config: &Config, events: &Receiver<Event>, control: &Controls) -> Verdict {
         let menu = &config.menu;
         let mut last: Option<Status> = None;
         for attempt in 0..=menu.retries {
@@ -476,7 +500,7 @@ impl<W: Write> Call<W> {
 
     /// One attempt: prompts (stopped by barge-in or a key), then listening inside
     /// WAIT FOR DIGIT, until the recognizer's outcome, DTMF input, a signal or a deadline.
-    fn attempt(&mut self, config: &Config, n: u32, prompts: Vec<String>, events: &Receiver<Event>, control: &Sender<Control>) -> AttemptEnd {
+    fn attempt(&mut self, config: &Config, n: u32, prompts: Vec<String>, events: &Receiver<Event>, control: &Controls) -> AttemptEnd {
         let menu = &config.menu;
         let first = n == 0;
         let mut prompts: std::collections::VecDeque<String> = prompts.into();
@@ -488,8 +512,11 @@ impl<W: Write> Call<W> {
         }
         // A key whose fate waits for the recognizer to reach the moment it was pressed:
         // speech that started before the key wins (key, decision position in samples).
-        let mut pending_keys: std::collections::VecDeque<(char, u64)> = Default::default();
+        let mut pending_keys: std::collections::VecDeque<(char, u64, Instant)> = Default::default();
         let min_speech_samples = (config.timers.min_speech.as_secs_f64() * self.report.rate.unwrap_or(8000) as f64) as u64;
+        let key_settle = config.timers.min_speech + KEY_SETTLE_GRACE;
+        // The endpointer's verdict while the decoder finishes the text.
+        let mut ended: Option<Box<Endpoint>> = None;
         let mut phase_prompt = prompting;
         let mut speech = false;
         let mut keys = Keys::default();
@@ -540,19 +567,19 @@ impl<W: Write> Call<W> {
             }
             // Keys waiting for the recognizer: once it has decoded past them, speech that
             // started first wins; otherwise the key starts DTMF input.
-            while let Some(&(key, need)) = pending_keys.front() {
-                if self.decoded_pos() < need && !keys.active {
+            while let Some(&(key, pos, at)) = pending_keys.front() {
+                if !keys.active && ended.is_none() && !self.key_settled(pos, at, min_speech_samples, key_settle) {
                     break;
                 }
                 while let Ok(ev) = events.try_recv() {
                     if let Event::SpeechStarted { .. } = ev {
-                        self.on_event(ev, &mut speech);
+                        self.on_event(ev, &mut speech, &mut ended);
                     } else {
                         early_events.push_back(ev);
                     }
                 }
                 pending_keys.pop_front();
-                if speech && !keys.active {
+                if (speech || ended.is_some()) && !keys.active {
                     log_line!("key {key} ignored: speech started first");
                     continue;
                 }
@@ -568,7 +595,7 @@ impl<W: Write> Call<W> {
             let tick = if pending_keys.is_empty() { never() } else { after(Duration::from_millis(10)) };
             let early = early_events.pop_front();
             if let Some(ev) = early {
-                if let Some(end) = self.on_event(ev, &mut speech) {
+                if let Some(end) = self.on_event(ev, &mut speech, &mut ended) {
                     return end;
                 }
                 continue;
@@ -592,7 +619,7 @@ impl<W: Write> Call<W> {
                     }
                     Ok(ev) => {
                         let loaded = matches!(ev, Event::ModelLoaded { .. } | Event::FellBack { .. });
-                        if let Some(end) = self.on_event(ev, &mut speech) {
+                        if let Some(end) = self.on_event(ev, &mut speech, &mut ended) {
                             return end;
                         }
                         if loaded {
@@ -656,7 +683,7 @@ impl<W: Write> Call<W> {
                     }
                     if !keys.active && recognizing {
                         // Decide once decoding has reached the key's moment plus an onset.
-                        pending_keys.push_back((key, self.stream_pos() + min_speech_samples));
+                        pending_keys.push_back((key, self.stream_pos(), Instant::now()));
                     } else {
                         if !keys.active {
                             log_line!("DTMF input started with {key}");
@@ -736,11 +763,10 @@ impl<W: Write> Call<W> {
             if i == 0 {
                 self.report.status_set_ms = Some(sent_at);
                 if let Some(o) = &self.report.outcome {
-                    if let (Some(end), Some(at)) = (o.speech_end_ms, o.decided_at) {
-                        // Trailing silence waited (media time) plus finalize and SET VARIABLE.
-                        let waited = o.media_ms - end;
-                        let after = at.elapsed().as_secs_f64() * 1000.0;
-                        self.report.result_latency_ms = Some(waited + after);
+                    // What the caller waited: from the arrival of the audio where speech
+                    // ended to the first variable set (trailing silence, decoding, finalize).
+                    if let Some(arrived) = o.endpoint.speech_end_arrived {
+                        self.report.result_latency_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
             }
@@ -791,12 +817,15 @@ impl<W: Write> Call<W> {
             "audio_reads": load(|s| &s.reads),
             "samples_dropped": load(|s| &s.dropped),
             "pipe_size": load(|s| &s.pipe_size),
-            "samples_consumed": o.map(|o| o.samples),
-            "end_reason": o.map(|o| o.reason),
-            "speech_start_ms": o.and_then(|o| o.speech_start_ms),
-            "speech_end_ms": o.and_then(|o| o.speech_end_ms),
-            "dtx_ms": o.map(|o| o.dtx_ms),
+            "samples_consumed": o.map(|o| o.endpoint.samples),
+            "end_reason": o.map(|o| o.reason()),
+            "speech_start_ms": o.and_then(|o| o.endpoint.speech_start_ms),
+            "speech_end_ms": o.and_then(|o| o.endpoint.speech_end_ms),
+            "dtx_ms": o.map(|o| o.endpoint.dtx_ms),
             "finalize_ms": o.map(|o| o.finalize_ms),
+            "decode_wait_ms": o.map(|o| o.decode_wait_ms()),
+            "samples_decoded": load(|s| &s.decoded),
+            "decoder_dropped": load(|s| &s.decoder_dropped),
             "result_latency_ms": self.report.result_latency_ms,
             "status_set_ms": self.report.status_set_ms,
             "signal": self.report.signal,

@@ -1,7 +1,9 @@
 //! Recognition: model checks before loading, the Vosk engine, end-of-speech logic, and the
 //! recognizer thread that joins them to the audio ring.
 
+pub mod decoder;
 pub mod endpoint;
+pub mod endpointer;
 pub mod engine;
 pub mod grammar;
 pub mod model;

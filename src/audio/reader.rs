@@ -50,8 +50,12 @@ pub struct AudioStats {
     pub failed: AtomicBool,
     /// Pipe size after F_SETPIPE_SZ (0 when it could not be read).
     pub pipe_size: AtomicU64,
-    /// Stream position the recognizer has processed (samples), written by the recognizer.
+    /// Stream position the endpointer has listened to (samples), written by the endpointer.
     pub consumed: AtomicU64,
+    /// Samples the decoder stage has taken (its backlog is `consumed` less this, roughly).
+    pub decoded: AtomicU64,
+    /// Samples the endpointer could not hand on because the decoder ring was full.
+    pub decoder_dropped: AtomicU64,
 }
 
 /// The consumer side handed to the recognizer thread.

@@ -1,0 +1,434 @@
+//! The decoder stage: text for the spans the endpointer closes, at the decoder's own pace.
+//!
+//! Its thread loads the model (or connects to the server) while the endpointer already
+//! listens, then takes the samples the endpointer hands on through a lock-free ring, in
+//! fixed 100 ms blocks from each attempt's start (so results do not depend on timing), and
+//! reports one transcript per [`Span::End`] that asks for text. Nothing the caller feels
+//! waits on it: a model still loading, a slow server or a backlog only delays the text.
+//!
+//! Every backend sits behind one trait, [`Decoder`]; where the decoders come from, and the
+//! fallback to the in-process model when the server is unreachable at the start or lost
+//! mid-attempt (`--server-fallback`), is one place: [`Source`].
+
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::endpointer::Span;
+use super::engine::{block_len, load_model, Engine, EngineOptions};
+use super::recognizer::{Backend, Event};
+use super::remote::RemoteEngine;
+use super::{AsrError, ModelInfo, Transcript};
+use crate::audio::wav::mono16_spec;
+use crate::audio::AudioStats;
+use crate::config::ServerConfig;
+
+/// How often an idle decoder wakes to keep a served connection alive.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// One attempt's recognizer: libvosk in this process, a recognizer on a server, or any
+/// later backend. Fed blocks in order; `finish` gives the transcript of all of them.
+pub trait Decoder {
+    fn accept(&mut self, block: &[i16]) -> Result<(), AsrError>;
+    fn finish(self: Box<Self>) -> Result<Transcript, AsrError>;
+    /// Keeps a connection from the server's idle timeout while no audio flows.
+    fn keepalive(&mut self) -> Result<(), AsrError> {
+        Ok(())
+    }
+    /// True when a connection opened ahead of time was closed meanwhile.
+    fn stale(&mut self) -> bool {
+        false
+    }
+    /// True when the bridge resamples for the model.
+    fn resampling(&self) -> bool {
+        false
+    }
+}
+
+impl Decoder for Engine {
+    fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        Engine::accept(self, block)
+    }
+    fn finish(self: Box<Self>) -> Result<Transcript, AsrError> {
+        Ok(Engine::finish(*self))
+    }
+    fn resampling(&self) -> bool {
+        Engine::resampling(self)
+    }
+}
+
+impl Decoder for RemoteEngine {
+    fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
+        RemoteEngine::accept(self, block)
+    }
+    fn finish(self: Box<Self>) -> Result<Transcript, AsrError> {
+        RemoteEngine::finish(*self)
+    }
+    fn keepalive(&mut self) -> Result<(), AsrError> {
+        RemoteEngine::keepalive(self)
+    }
+    fn stale(&mut self) -> bool {
+        RemoteEngine::stale(self)
+    }
+}
+
+/// What the decoder stage needs.
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    pub backend: Backend,
+    pub rate: u32,
+    pub record: Option<PathBuf>,
+    /// Grammar phrases (normalized) and n-best size.
+    pub engine: EngineOptions,
+}
+
+/// The endpointer's side of the stage, as the decoder sees it.
+pub struct DecoderInput {
+    pub ring: rtrb::Consumer<i16>,
+    pub spans: Receiver<Span>,
+    pub stats: Arc<AudioStats>,
+    /// Set to this thread, so the endpointer can wake it.
+    pub thread: Arc<OnceLock<Thread>>,
+}
+
+/// Test hook: `ASR_BRIDGE_FAULT=recognizer-panic` makes the thread panic after loading, so the
+/// tests can prove a panic ends the call cleanly. Read once, at thread start.
+fn fault_injected() -> bool {
+    std::env::var("ASR_BRIDGE_FAULT").is_ok_and(|v| v == "recognizer-panic")
+}
+
+/// Makes a decoder per attempt, and falls back to the in-process model where asked.
+pub enum Source {
+    Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
+    Remote { server: ServerConfig, opts: EngineOptions },
+}
+
+impl Source {
+    /// The source for `cfg`: the model loaded in-process, or the server (not yet contacted).
+    fn open(cfg: &DecoderConfig, events: &Sender<Event>) -> Result<Source, AsrError> {
+        match &cfg.backend {
+            Backend::Local(info) => local_source(info, &cfg.engine, events),
+            // The grammar goes to the server as normalized phrases; the server checks them
+            // against its model's vocabulary exactly as the in-process path does.
+            Backend::Server { server, .. } => Ok(Source::Remote { server: server.clone(), opts: cfg.engine.clone() }),
+        }
+    }
+
+    fn decoder(&self, rate: u32) -> Result<Box<dyn Decoder>, AsrError> {
+        match self {
+            Source::Local { model, info, opts } => Ok(Box::new(Engine::new(model, info, rate, opts)?)),
+            Source::Remote { server, opts } => Ok(Box::new(RemoteEngine::start(&server.addr, server.timeout, rate, opts)?)),
+        }
+    }
+
+    fn fallback_armed(&self) -> bool {
+        matches!(self, Source::Remote { server, .. } if server.fallback)
+    }
+
+    /// Replaces a served source by the in-process model (`--server-fallback`).
+    fn fall_back(&mut self, cfg: &DecoderConfig, events: &Sender<Event>, e: AsrError) -> Result<(), AsrError> {
+        let addr = match &e {
+            AsrError::ServerUnreachable { addr, .. } | AsrError::ServerLost { addr, .. } => addr.clone(),
+            _ => return Err(e),
+        };
+        let dir = match &cfg.backend {
+            Backend::Server { fallback: Ok(dir), .. } => dir.clone(),
+            Backend::Server { fallback: Err(why), .. } => {
+                let reason = format!("{}; no fallback model: {why}", reason_of(&e));
+                return Err(match e {
+                    AsrError::ServerUnreachable { .. } => AsrError::ServerUnreachable { addr, reason },
+                    _ => AsrError::ServerLost { addr, reason },
+                });
+            }
+            Backend::Local(_) => return Err(e),
+        };
+        let info = super::model::inspect(&dir)?;
+        *self = local_source(&info, &cfg.engine, events)?;
+        Ok(())
+    }
+
+    /// A decoder for the next attempt, and which backend it is; a server that cannot be
+    /// reached (at the call's start, or restarted between attempts) is replaced by the
+    /// in-process model with `--server-fallback`.
+    fn decoder_or_fallback(&mut self, cfg: &DecoderConfig, events: &Sender<Event>) -> Result<(Box<dyn Decoder>, &'static str), AsrError> {
+        match self.decoder(cfg.rate) {
+            Err(e @ AsrError::ServerUnreachable { .. }) if self.fallback_armed() => {
+                crate::log_line!("{e}; falling back to the in-process model");
+                self.fall_back(cfg, events, e)?;
+                Ok((self.decoder(cfg.rate)?, "fallback"))
+            }
+            Err(e) => Err(e),
+            Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { "server" } else { "in-process" })),
+        }
+    }
+}
+
+fn reason_of(e: &AsrError) -> String {
+    match e {
+        AsrError::ServerUnreachable { reason, .. } | AsrError::ServerLost { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Loads the model in-process and checks the grammar against its vocabulary.
+fn local_source(info: &ModelInfo, opts: &EngineOptions, events: &Sender<Event>) -> Result<Source, AsrError> {
+    let (mut model, _) = load_model(info)?;
+    let mut engine_opts = opts.clone();
+    if let Some(phrases) = engine_opts.grammar.take() {
+        let (kept, oov) = super::grammar::check_vocabulary(&mut model, &phrases);
+        if !oov.is_empty() {
+            let _ = events.send(Event::OutOfVocabulary(oov));
+        }
+        if info.runtime_grammar {
+            // Never hand libvosk an empty list (it segfaults): refuse it here instead.
+            super::grammar::vosk_grammar_args(&kept)?;
+        }
+        engine_opts.grammar = Some(kept);
+    }
+    Ok(Source::Local { model, info: info.clone(), opts: engine_opts })
+}
+
+type Recorder = hound::WavWriter<BufWriter<std::fs::File>>;
+
+/// The running stage.
+struct Stage<'a> {
+    cfg: &'a DecoderConfig,
+    input: DecoderInput,
+    events: &'a Sender<Event>,
+    source: Source,
+    recorder: Option<Recorder>,
+    /// Samples taken from the ring since the call began.
+    taken: u64,
+    block: usize,
+    buf: Vec<i16>,
+}
+
+/// How one span ended on the decoder's side.
+enum SpanEnd {
+    Done,
+    Stopped,
+}
+
+/// One span's decoder, with what a lost server heard (to replay into the fallback).
+struct Live {
+    decoder: Option<Box<dyn Decoder>>,
+    /// The span's audio as sent to the server; None when there is nothing to rescue.
+    sent: Option<Vec<i16>>,
+}
+
+/// Runs the stage until the call ends.
+pub fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> Result<(), AsrError> {
+    let _ = input.thread.set(std::thread::current());
+    let t = Instant::now();
+    let mut source = Source::open(cfg, events)?;
+    let (first, backend) = source.decoder_or_fallback(cfg, events)?;
+    let load = t.elapsed();
+    let cpu_s = crate::log::rusage().0;
+    let resampling = first.resampling();
+    let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s, backend, ready: Instant::now() });
+    if fault_injected() {
+        panic!("fault injected by ASR_BRIDGE_FAULT");
+    }
+    let record_path = cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let recorder = match &cfg.record {
+        Some(p) => Some(hound::WavWriter::create(p, mono16_spec(cfg.rate)).map_err(|e| AsrError::Record { path: record_path.clone(), reason: e.to_string() })?),
+        None => None,
+    };
+    let block = block_len(cfg.rate);
+    let mut stage = Stage { cfg, input, events, source, recorder, taken: 0, block, buf: Vec::with_capacity(block) };
+    let result = stage.serve(Some(first));
+    let finished = stage.finish_recording();
+    result.and(finished)
+}
+
+impl Stage<'_> {
+    fn record_err(&self, e: impl std::fmt::Display) -> AsrError {
+        let path = self.cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        AsrError::Record { path, reason: e.to_string() }
+    }
+
+    fn finish_recording(&mut self) -> Result<(), AsrError> {
+        match self.recorder.take() {
+            Some(r) => r.finalize().map_err(|e| self.record_err(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for spans; between them keeps the connection made ahead of time alive.
+    fn serve(&mut self, mut first: Option<Box<dyn Decoder>>) -> Result<(), AsrError> {
+        loop {
+            match self.input.spans.recv_timeout(IDLE_TICK) {
+                Ok(Span::Begin) => {}
+                Ok(Span::End { upto, .. }) => {
+                    self.skip_to(upto)?; // a span whose Begin was consumed by a stop
+                    continue;
+                }
+                Ok(Span::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // A connection that cannot be kept is dropped: the span opens a new one.
+                    if first.as_mut().is_some_and(|d| d.keepalive().is_err()) {
+                        first = None;
+                    }
+                    continue;
+                }
+            }
+            if first.as_mut().is_some_and(|d| d.stale()) {
+                crate::log_line!("the server closed the waiting connection; opening a new one");
+                first = None;
+            }
+            let decoder = match first.take() {
+                Some(d) => d,
+                None => self.source.decoder_or_fallback(self.cfg, self.events)?.0,
+            };
+            if let SpanEnd::Stopped = self.span(decoder)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One attempt: feed blocks as they come until the span's end, then report the text.
+    fn span(&mut self, decoder: Box<dyn Decoder>) -> Result<SpanEnd, AsrError> {
+        let mut live = Live { sent: self.source.fallback_armed().then(Vec::new), decoder: Some(decoder) };
+        self.buf.clear();
+        let mut end: Option<(u64, bool)> = None;
+        loop {
+            match self.input.spans.try_recv() {
+                Ok(Span::End { upto, text }) => end = Some((upto, text)),
+                Ok(Span::Stop) | Err(TryRecvError::Disconnected) => return Ok(SpanEnd::Stopped),
+                Ok(Span::Begin) | Err(TryRecvError::Empty) => {}
+            }
+            let want = match end {
+                Some((upto, _)) => (upto - self.taken) as usize,
+                None => usize::MAX,
+            };
+            let took = self.take(want.min(self.block - self.buf.len()))?;
+            let wanted = end.is_none_or(|(_, text)| text);
+            if self.buf.len() == self.block || (end.is_some() && self.taken == end.map_or(0, |e| e.0) && !self.buf.is_empty()) {
+                if wanted {
+                    self.feed(&mut live)?;
+                }
+                self.buf.clear();
+            }
+            if let Some((upto, text)) = end {
+                if self.taken == upto && self.buf.is_empty() {
+                    if text {
+                        self.report(live)?;
+                    }
+                    return Ok(SpanEnd::Done);
+                }
+            }
+            if took == 0 {
+                if let Some(d) = live.decoder.as_mut() {
+                    if let Err(e) = d.keepalive() {
+                        self.take_over(&mut live, e)?;
+                    }
+                }
+                std::thread::park_timeout(IDLE_TICK);
+            }
+        }
+    }
+
+    /// Moves up to `n` samples from the ring into the block buffer (and the recording).
+    fn take(&mut self, n: usize) -> Result<usize, AsrError> {
+        let n = n.min(self.input.ring.slots());
+        if n == 0 {
+            return Ok(0);
+        }
+        let Ok(chunk) = self.input.ring.read_chunk(n) else { return Ok(0) }; // n <= slots: never fails
+        let (a, b) = chunk.as_slices();
+        self.buf.extend_from_slice(a);
+        self.buf.extend_from_slice(b);
+        chunk.commit_all();
+        if let Some(r) = self.recorder.as_mut() {
+            let start = self.buf.len() - n;
+            let mut err = None;
+            for s in &self.buf[start..] {
+                if let Err(e) = r.write_sample(*s) {
+                    err = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = err {
+                return Err(self.record_err(e));
+            }
+        }
+        self.taken += n as u64;
+        self.input.stats.decoded.store(self.taken, std::sync::atomic::Ordering::Release);
+        Ok(n)
+    }
+
+    /// Drops the ring's samples up to `upto` undecoded (still recorded).
+    fn skip_to(&mut self, upto: u64) -> Result<(), AsrError> {
+        while self.taken < upto {
+            self.buf.clear();
+            if self.take(((upto - self.taken) as usize).min(self.block))? == 0 {
+                std::thread::park_timeout(IDLE_TICK);
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Hands the block buffer to the decoder; a lost server is rescued where armed.
+    fn feed(&mut self, live: &mut Live) -> Result<(), AsrError> {
+        let block = std::mem::take(&mut self.buf);
+        let r = match live.decoder.as_mut() {
+            Some(d) => d.accept(&block),
+            None => Ok(()),
+        };
+        if let Err(e) = r {
+            self.take_over(live, e)?;
+            if let Some(d) = live.decoder.as_mut() {
+                d.accept(&block)?;
+            }
+        }
+        if let Some(v) = live.sent.as_mut() {
+            v.extend_from_slice(&block);
+        }
+        self.buf = block;
+        Ok(())
+    }
+
+    /// With `--server-fallback`, a server lost mid-attempt (killed, frozen past the reply
+    /// deadline, the connection cut) is replaced by the in-process model, given the
+    /// attempt's audio so far, so the caller's words are not lost. Otherwise `e` passes
+    /// through (`ASR_CAUSE=102`).
+    fn take_over(&mut self, live: &mut Live, e: AsrError) -> Result<(), AsrError> {
+        let (AsrError::ServerLost { .. }, Some(sent)) = (&e, live.sent.take()) else { return Err(e) };
+        let replayed_ms = sent.len() as f64 * 1000.0 / self.cfg.rate as f64;
+        let t = Instant::now();
+        crate::log_line!("{e}; falling back to the in-process model ({replayed_ms:.0} ms of this attempt's audio to replay)");
+        let reason = e.to_string();
+        self.source.fall_back(self.cfg, self.events, e)?;
+        let mut d = self.source.decoder(self.cfg.rate)?;
+        for block in sent.chunks(self.block) {
+            d.accept(block)?;
+        }
+        live.decoder = Some(d);
+        let _ = self.events.send(Event::FellBack { load: t.elapsed(), replayed_ms, reason });
+        Ok(())
+    }
+
+    /// Finishes the span's decoder and sends the transcript.
+    fn report(&mut self, mut live: Live) -> Result<(), AsrError> {
+        let t = Instant::now();
+        let Some(d) = live.decoder.take() else { return Ok(()) };
+        if let Some(r) = self.recorder.as_mut() {
+            let _ = r.flush();
+        }
+        let transcript = match d.finish() {
+            Ok(t) => t,
+            Err(e) => {
+                self.take_over(&mut live, e)?;
+                live.decoder.take().map_or_else(|| Ok(Transcript::default()), |d| d.finish())?
+            }
+        };
+        let finalize_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let _ = self.events.send(Event::Transcript { transcript, finalize_ms, at: Instant::now() });
+        Ok(())
+    }
+}
