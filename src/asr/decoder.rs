@@ -296,10 +296,13 @@ impl Stage<'_> {
         self.buf.clear();
         let mut end: Option<(u64, bool)> = None;
         loop {
-            match self.input.spans.try_recv() {
-                Ok(Span::End { upto, text }) => end = Some((upto, text)),
-                Ok(Span::Stop) | Err(TryRecvError::Disconnected) => return Ok(SpanEnd::Stopped),
-                Ok(Span::Begin) | Err(TryRecvError::Empty) => {}
+            // Once the end is known, the next span's messages stay queued for `serve`.
+            if end.is_none() {
+                match self.input.spans.try_recv() {
+                    Ok(Span::End { upto, text }) => end = Some((upto, text)),
+                    Ok(Span::Stop) | Err(TryRecvError::Disconnected) => return Ok(SpanEnd::Stopped),
+                    Ok(Span::Begin) | Err(TryRecvError::Empty) => {}
+                }
             }
             let want = match end {
                 Some((upto, _)) => (upto - self.taken) as usize,

@@ -182,9 +182,10 @@ impl Endpointer {
             self.out.span(Span::Begin);
             match self.attempt(timers, events, control) {
                 AttemptEnd::Ended(e) => {
+                    // The controller hears of the end before the decoder can give its text.
                     let text = e.reason != EndReason::NoInput;
-                    self.out.span(Span::End { upto: self.forwarded, text });
                     let _ = events.send(Event::Ended(e));
+                    self.out.span(Span::End { upto: self.forwarded, text });
                 }
                 AttemptEnd::Abandoned => self.out.span(Span::End { upto: self.forwarded, text: false }),
                 AttemptEnd::Stopped => {

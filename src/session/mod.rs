@@ -9,205 +9,32 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, never, select, unbounded, Receiver};
-use serde::Serialize;
+use crossbeam_channel::{after, select, unbounded, Receiver};
 use serde_json::json;
 
 use crate::agi::channel::{Agi, LineEvent};
 use crate::agi::{Command, Reply};
-use crate::asr::endpoint::EndReason;
-use crate::asr::endpointer::{Controls, Endpoint};
+use crate::asr::endpointer::Controls;
 use crate::asr::recognizer::{self, Backend, Control, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
 use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
-use crate::config::{CallArgs, Config, MenuConfig};
-use crate::menu::best_match;
+use crate::config::{CallArgs, Config};
 use crate::asr::engine::EngineOptions;
 use crate::log::{append_json, redirect_stderr, rusage};
 use crate::log_line;
+
+pub mod attempt;
+pub mod verdict;
+
+use attempt::{Action, Attempt, Input, Now};
+pub use verdict::{AttemptEnd, Status, Verdict};
 
 /// Longest wait for the AGI header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-reply deadline once the host has failed to answer in time.
 pub const UNRESPONSIVE_TIMEOUT: Duration = Duration::from_millis(500);
-/// A key pressed while no frames arrive (DTX) is decided this long after the minimum speech.
-pub const KEY_SETTLE_GRACE: Duration = Duration::from_millis(60);
 /// After a hangup, setting the variables may take this long in all.
 pub const HANGUP_BUDGET: Duration = Duration::from_millis(150);
-
-/// The dialplan outcome (`ASR_STATUS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Status {
-    #[serde(rename = "OK")]
-    Ok,
-    #[serde(rename = "NOMATCH")]
-    NoMatch,
-    #[serde(rename = "NOINPUT")]
-    NoInput,
-    #[serde(rename = "DTMF")]
-    Dtmf,
-    #[serde(rename = "HANGUP")]
-    Hangup,
-    #[serde(rename = "ERROR")]
-    Error,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::NoMatch => "NOMATCH",
-            Status::NoInput => "NOINPUT",
-            Status::Dtmf => "DTMF",
-            Status::Hangup => "HANGUP",
-            Status::Error => "ERROR",
-        }
-    }
-}
-
-/// What the dialplan will be told.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
-    pub status: Status,
-    pub text: String,
-    pub confidence: Option<f32>,
-    /// MRCP completion cause: 000, 001, 002, 006, 008.
-    pub cause: &'static str,
-    pub error: String,
-    /// The matched menu choice's value.
-    pub choice: String,
-    /// Keys pressed instead of speaking.
-    pub dtmf: String,
-    /// N-best texts with their shares, best first.
-    pub alternatives: Vec<(String, f32)>,
-}
-
-impl Verdict {
-    pub fn error(msg: impl Into<String>) -> Verdict {
-        Verdict {
-            status: Status::Error,
-            text: String::new(),
-            confidence: None,
-            cause: "006",
-            error: msg.into(),
-            choice: String::new(),
-            dtmf: String::new(),
-            alternatives: Vec::new(),
-        }
-    }
-
-    pub fn hangup() -> Verdict {
-        Verdict {
-            status: Status::Hangup,
-            text: String::new(),
-            confidence: None,
-            cause: "",
-            error: String::new(),
-            choice: String::new(),
-            dtmf: String::new(),
-            alternatives: Vec::new(),
-        }
-    }
-
-    pub fn dtmf(digits: String) -> Verdict {
-        Verdict {
-            status: Status::Dtmf,
-            text: String::new(),
-            confidence: None,
-            cause: "000",
-            error: String::new(),
-            choice: String::new(),
-            dtmf: digits,
-            alternatives: Vec::new(),
-        }
-    }
-
-    /// Maps the recognizer's outcome to the dialplan contract.
-    pub fn from_outcome(o: &Outcome) -> Verdict {
-        let text = crate::asr::grammar::strip_unk(&o.transcript.text);
-        let heard = o.endpoint.speech_start_ms.is_some();
-        let (status, cause, error) = match (o.reason(), text.is_empty(), heard) {
-            (EndReason::NoInput, _, _) => (Status::NoInput, "002", String::new()),
-            (EndReason::MaxDuration, false, _) => (Status::Ok, "008", String::new()),
-            (_, false, _) => (Status::Ok, "000", String::new()),
-            (EndReason::AudioClosed, true, false) => (
-                Status::Error,
-                "006",
-                "the audio stream (fd 3) closed before any speech".to_string(),
-            ),
-            (_, true, _) => (Status::NoMatch, "001", String::new()),
-        };
-        let keep_text = matches!(status, Status::Ok);
-        Verdict {
-            status,
-            confidence: if keep_text { o.transcript.confidence() } else { None },
-            text: if keep_text { text } else { String::new() },
-            cause,
-            error,
-            choice: String::new(),
-            dtmf: String::new(),
-            alternatives: if keep_text {
-                o.transcript.alternatives.iter().map(|a| (crate::asr::grammar::strip_unk(&a.text), a.share)).collect()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    /// Applies the menu: a confidence floor, then the choices. Either can turn OK into NOMATCH.
-    pub fn apply_menu(mut self, menu: &MenuConfig) -> Verdict {
-        if self.status != Status::Ok {
-            return self;
-        }
-        let nomatch = |mut v: Verdict| {
-            v.status = Status::NoMatch;
-            v.cause = "001";
-            v
-        };
-        if self.confidence.unwrap_or(0.0) < menu.min_confidence as f32 {
-            return nomatch(self);
-        }
-        if menu.choices.is_empty() {
-            return self;
-        }
-        // The best transcript first, then the alternatives, as the source of a match.
-        let candidates: Vec<String> = std::iter::once(self.text.clone()).chain(self.alternatives.iter().map(|a| a.0.clone())).collect();
-        for c in candidates {
-            if let Some((choice, score)) = best_match(&menu.choices, &c, menu.match_threshold) {
-                log_line!("choice {} matched {c:?} with score {score:.2}", choice.value);
-                self.choice = choice.value.clone();
-                return self;
-            }
-        }
-        nomatch(self)
-    }
-}
-
-/// DTMF input in progress.
-#[derive(Debug, Default)]
-struct Keys {
-    active: bool,
-    digits: String,
-}
-
-impl Keys {
-    /// Takes one key of DTMF input; the attempt ends at the terminator or the last digit.
-    fn take(&mut self, key: char, menu: &MenuConfig) -> Option<AttemptEnd> {
-        self.active = true;
-        if Some(key) == menu.dtmf_terminator {
-            return Some(AttemptEnd::Dtmf(std::mem::take(&mut self.digits)));
-        }
-        self.digits.push(key);
-        (self.digits.len() >= menu.dtmf_max_digits as usize).then(|| AttemptEnd::Dtmf(std::mem::take(&mut self.digits)))
-    }
-}
-
-/// How one attempt ended.
-enum AttemptEnd {
-    Outcome(Box<Outcome>),
-    Dtmf(String),
-    Verdict(Verdict),
-}
 
 /// Timings and counters for the per-call JSON line.
 #[derive(Debug, Default)]
@@ -403,30 +230,25 @@ impl<W: Write> Call<W> {
     }
 
     /// Samples the endpointer has listened to (it keeps up with arrival).
-    fn endpointed_pos(&self) -> u64 {
+    fn heard_pos(&self) -> u64 {
         self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
     }
 
-    /// True once the endpointer has heard enough after a key pressed at stream position
-    /// `pos` (wall time `at`) to know whether speech had started first: `need` samples more,
-    /// or, when no frames come at all (DTX), all that arrived and `settle` of wall time.
-    fn key_settled(&self, pos: u64, at: Instant, need: u64, settle: Duration) -> bool {
-        let heard = self.endpointed_pos();
-        heard >= pos + need || (heard >= self.stream_pos() && at.elapsed() >= settle)
+    fn now(&self) -> Now {
+        Now { at: Instant::now(), stream_pos: self.stream_pos(), heard_pos: self.heard_pos(), command_running: self.agi.is_running() }
     }
 
-    /// The recognizer's events that need no attempt-local state: both the select loop and
-    /// the events taken early (while deciding a key) go through here, so none is dropped.
-    fn on_event(&mut self, ev: Event, speech: &mut bool, ended: &mut Option<Box<Endpoint>>) -> Option<AttemptEnd> {
+    /// The stages' reports that concern the call as a whole (the JSON line, the log).
+    fn note(&mut self, ev: &Event) {
         match ev {
             Event::ModelLoaded { load, resampling, cpu_s, backend, ready } => {
-                self.report.cpu_at_load_s = Some(cpu_s);
+                self.report.cpu_at_load_s = Some(*cpu_s);
                 self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
-                self.report.resampling = resampling;
+                self.report.resampling = *resampling;
                 self.report.backend = backend;
                 self.report.ready_ms = Some(ready.saturating_duration_since(self.t0).as_secs_f64() * 1000.0);
-                let what = if backend == "server" { "server connected" } else { "model loaded" };
-                log_line!("{what} in {:.0} ms ({backend}){}", load.as_secs_f64() * 1000.0, if resampling { " (resampling in the bridge)" } else { "" });
+                let what = if *backend == "server" { "server connected" } else { "model loaded" };
+                log_line!("{what} in {:.0} ms ({backend}){}", load.as_secs_f64() * 1000.0, if *resampling { " (resampling in the bridge)" } else { "" });
             }
             Event::FellBack { load, replayed_ms, reason } => {
                 self.report.backend = "fallback";
@@ -436,34 +258,10 @@ impl<W: Write> Call<W> {
                     load.as_secs_f64() * 1000.0
                 );
             }
-            Event::SpeechStarted { at_ms } => {
-                *speech = true;
-                log_line!("speech started at {at_ms:.0} ms");
-            }
-            Event::Ended(ep) if ep.reason == EndReason::NoInput => {
-                return Some(AttemptEnd::Outcome(Box::new(Outcome::without_text(*ep))));
-            }
-            Event::Ended(ep) => {
-                log_line!("{:?} decided at {:.0} ms; waiting for the decoder's text", ep.reason, ep.media_ms);
-                *ended = Some(ep);
-            }
-            Event::Transcript { transcript, finalize_ms, at } => match ended.take() {
-                Some(ep) => {
-                    let o = Outcome { endpoint: *ep, transcript, finalize_ms, text_at: Some(at) };
-                    return Some(AttemptEnd::Outcome(Box::new(o)));
-                }
-                None => log_line!("a transcript came for no attempt; ignored"),
-            },
-            Event::Failed(e) => {
-                let mut v = Verdict::error(e.to_string());
-                v.cause = e.cause();
-                return Some(AttemptEnd::Verdict(v));
-            }
+            Event::SpeechStarted { at_ms } => log_line!("speech started at {at_ms:.0} ms"),
             Event::OutOfVocabulary(w) => log_line!("grammar words not in the model's vocabulary: {}", w.join(", ")),
-            // Taken early only once a key has stopped the prompt, so there is none to stop.
-            Event::BargeIn { .. } => {}
+            _ => {}
         }
-        None
     }
 
     /// The whole menu: attempts with prompts, barge-in, DTMF and retries.
@@ -498,210 +296,101 @@ impl<W: Write> Call<W> {
         Verdict::error("no attempt ran")
     }
 
-    /// One attempt: prompts (stopped by barge-in or a key), then listening inside
-    /// WAIT FOR DIGIT, until the recognizer's outcome, DTMF input, a signal or a deadline.
+    /// One attempt: moves inputs into the [`Attempt`] state machine and carries out its
+    /// actions, until it ends. Stage events are taken first, so a key is never decided
+    /// before an onset the endpointer has already reported.
     fn attempt(&mut self, config: &Config, n: u32, prompts: Vec<String>, events: &Receiver<Event>, control: &Controls) -> AttemptEnd {
-        let menu = &config.menu;
-        let first = n == 0;
-        let mut prompts: std::collections::VecDeque<String> = prompts.into();
-        let prompting = !prompts.is_empty();
-        let mut recognizing = !prompting || menu.barge_in;
-        if recognizing {
-            let drain_to = (!first).then(|| self.stream_pos());
-            let _ = control.send(Control::Start { drain_to, timers: !prompting });
+        let rate = self.report.rate.unwrap_or(8000);
+        let mut machine = Attempt::new(&config.menu, &config.timers, config.load_timeout, rate, prompts, Instant::now());
+        if self.report.model_load_ms.is_some() {
+            machine.model_ready(Instant::now());
         }
-        // A key whose fate waits for the recognizer to reach the moment it was pressed:
-        // speech that started before the key wins (key, decision position in samples).
-        let mut pending_keys: std::collections::VecDeque<(char, u64, Instant)> = Default::default();
-        let min_speech_samples = (config.timers.min_speech.as_secs_f64() * self.report.rate.unwrap_or(8000) as f64) as u64;
-        let key_settle = config.timers.min_speech + KEY_SETTLE_GRACE;
-        // The endpointer's verdict while the decoder finishes the text.
-        let mut ended: Option<Box<Endpoint>> = None;
-        let mut phase_prompt = prompting;
-        let mut speech = false;
-        let mut keys = Keys::default();
-        let mut early_events: std::collections::VecDeque<Event> = Default::default();
-        let escape = if menu.dtmf { "0123456789*#" } else { "" };
-        let t = &config.timers;
-        let listen_budget = t.no_input + t.max_duration + t.end_silence + Duration::from_secs(30);
-        let mut deadline = Instant::now() + config.load_timeout + listen_budget;
         let signals = self.agi.hangups().clone();
         let lines = self.agi.lines().clone();
-        macro_rules! fail {
-            ($v:expr) => {{
-                let _ = control.send(Control::Abandon);
-                return AttemptEnd::Verdict($v);
-            }};
+        let actions = machine.start(n == 0, self.now());
+        if let Some(end) = self.carry_out(actions, control) {
+            return end;
         }
         loop {
-            // Keep exactly one command running: the next prompt file, or WAIT FOR DIGIT.
-            if !self.agi.is_running() && !self.agi.hung_up() {
-                let cmd = if phase_prompt {
-                    match prompts.pop_front() {
-                        Some(file) => Some(Command::StreamFile { file, escape_digits: escape.into() }),
-                        None => {
-                            phase_prompt = false;
-                            let at = self.stream_pos();
-                            if menu.barge_in {
-                                let _ = control.send(Control::StartTimers { at });
-                            } else if !keys.active {
-                                recognizing = true;
-                                let _ = control.send(Control::Start { drain_to: Some(at), timers: true });
-                            }
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                let cmd = cmd.or_else(|| {
-                    (!phase_prompt && menu.dtmf).then_some(Command::WaitForDigit {
-                        timeout_ms: if keys.active { menu.dtmf_timeout.as_millis() as i64 } else { 30_000 },
-                    })
-                });
-                if let Some(cmd) = cmd {
-                    if let Err(e) = self.agi.start(&cmd) {
-                        fail!(Verdict::error(e.to_string()));
-                    }
-                }
+            let input = match events.try_recv() {
+                Ok(ev) => Some(Input::Event(ev)),
+                Err(_) => self.wait(&machine, events, &signals, &lines),
+            };
+            let Some(input) = input else { continue };
+            if let Input::Event(ev) = &input {
+                self.note(ev);
             }
-            // Keys waiting for the recognizer: once it has decoded past them, speech that
-            // started first wins; otherwise the key starts DTMF input.
-            while let Some(&(key, pos, at)) = pending_keys.front() {
-                if !keys.active && ended.is_none() && !self.key_settled(pos, at, min_speech_samples, key_settle) {
-                    break;
-                }
-                while let Ok(ev) = events.try_recv() {
-                    if let Event::SpeechStarted { .. } = ev {
-                        self.on_event(ev, &mut speech, &mut ended);
-                    } else {
-                        early_events.push_back(ev);
-                    }
-                }
-                pending_keys.pop_front();
-                if (speech || ended.is_some()) && !keys.active {
-                    log_line!("key {key} ignored: speech started first");
-                    continue;
-                }
-                if !keys.active {
-                    let _ = control.send(Control::Abandon);
-                    log_line!("DTMF input started with {key}");
-                }
-                if let Some(end) = keys.take(key, menu) {
-                    return end;
-                }
-            }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let tick = if pending_keys.is_empty() { never() } else { after(Duration::from_millis(10)) };
-            let early = early_events.pop_front();
-            if let Some(ev) = early {
-                if let Some(end) = self.on_event(ev, &mut speech, &mut ended) {
-                    return end;
-                }
-                continue;
-            }
-            select! {
-                recv(tick) -> _ => {}
-                recv(events) -> ev => match ev {
-                    Ok(Event::BargeIn { at_ms }) => {
-                        if phase_prompt && menu.barge_in && !keys.active {
-                            log_line!("barge-in at {at_ms:.0} ms: stopping the prompt");
-                            self.report.barge_in_ms.get_or_insert(self.ms());
-                            phase_prompt = false;
-                            prompts.clear();
-                            let _ = control.send(Control::StartTimers { at: self.stream_pos() });
-                            // The next command stops STREAM FILE (no reply for it).
-                            let next = if menu.dtmf { Command::WaitForDigit { timeout_ms: 30_000 } } else { Command::Noop };
-                            if let Err(e) = self.agi.start(&next) {
-                                fail!(Verdict::error(e.to_string()));
-                            }
-                        }
-                    }
-                    Ok(ev) => {
-                        let loaded = matches!(ev, Event::ModelLoaded { .. } | Event::FellBack { .. });
-                        if let Some(end) = self.on_event(ev, &mut speech, &mut ended) {
-                            return end;
-                        }
-                        if loaded {
-                            deadline = Instant::now() + listen_budget + Duration::from_secs(prompts.len() as u64 * 120);
-                        }
-                    }
-                    Err(_) => return AttemptEnd::Verdict(Verdict::error("recognizer thread ended without a result")),
-                },
-                recv(signals) -> sig => {
-                    self.agi.on_signal(sig.ok());
-                    fail!(self.signal_verdict());
-                }
-                recv(lines) -> l => {
-                    let line = match l {
-                        Ok(LineEvent::Line(l)) => l,
-                        _ => {
-                            log_line!("stdin closed: treating as hangup");
-                            self.agi.on_signal(None);
-                            fail!(Verdict::hangup());
-                        }
-                    };
-                    let Some(reply) = self.agi.accept_line(&line) else {
-                        if let Some(s) = self.agi.stray.pop() {
-                            log_line!("unexpected line: {s:?}");
-                        }
-                        continue;
-                    };
-                    let (result, endpos) = match reply {
-                        Reply::Success { result, endpos, .. } => (result.unwrap_or(0), endpos),
-                        Reply::DeadChannel => fail!(Verdict::hangup()),
-                        other => {
-                            log_line!("unexpected reply {other:?}");
-                            continue;
-                        }
-                    };
-                    if result < 0 {
-                        if endpos == Some(0) && phase_prompt && !self.agi.hung_up() {
-                            log_line!("warning: a prompt file could not be played (STREAM FILE gave -1 endpos=0); going on");
-                            continue;
-                        }
-                        self.agi.on_signal(None);
-                        fail!(Verdict::hangup());
-                    }
-                    if result == 0 {
-                        // A prompt file ended, or WAIT FOR DIGIT expired.
-                        if keys.active && !phase_prompt {
-                            return AttemptEnd::Dtmf(std::mem::take(&mut keys.digits));
-                        }
-                        continue;
-                    }
-                    let Some(key) = u32::try_from(result).ok().and_then(char::from_u32).filter(|c| "0123456789*#ABCD".contains(*c)) else {
-                        continue; // result=1 of an interrupted WAIT FOR DIGIT reaches here only if unowed
-                    };
-                    if phase_prompt {
-                        // An escape digit has stopped the prompt.
-                        phase_prompt = false;
-                        prompts.clear();
-                        if recognizing {
-                            let _ = control.send(Control::StartTimers { at: self.stream_pos() });
-                        }
-                    }
-                    if !keys.active && recognizing {
-                        // Decide once decoding has reached the key's moment plus an onset.
-                        pending_keys.push_back((key, self.stream_pos(), Instant::now()));
-                    } else {
-                        if !keys.active {
-                            log_line!("DTMF input started with {key}");
-                        }
-                        if let Some(end) = keys.take(key, menu) {
-                            return end;
-                        }
-                    }
-                }
-                recv(after(wait)) -> _ => {
-                    fail!(Verdict::error(if self.report.model_load_ms.is_some() {
-                        "recognizer gave no result in time (internal deadline)".to_string()
-                    } else {
-                        format!("model did not load within {:?}", config.load_timeout)
-                    }));
-                }
+            let actions = machine.on(input, self.now());
+            if let Some(end) = self.carry_out(actions, control) {
+                return end;
             }
         }
+    }
+
+    /// Waits for the next input or the machine's deadline. None: nothing for the machine
+    /// (a stray line, an owed reply).
+    fn wait(&mut self, machine: &Attempt, events: &Receiver<Event>, signals: &Receiver<i32>, lines: &Receiver<LineEvent>) -> Option<Input> {
+        let wait = machine.deadline().saturating_duration_since(Instant::now());
+        select! {
+            recv(events) -> ev => Some(match ev {
+                Ok(ev) => Input::Event(ev),
+                Err(_) => Input::Ended(Verdict::error("recognizer threads ended without a result")),
+            }),
+            recv(signals) -> sig => {
+                self.agi.on_signal(sig.ok());
+                Some(Input::Ended(self.signal_verdict()))
+            }
+            recv(lines) -> l => match l {
+                Ok(LineEvent::Line(line)) => self.reply_input(&line),
+                _ => {
+                    log_line!("stdin closed: treating as hangup");
+                    self.agi.on_signal(None);
+                    Some(Input::Ended(Verdict::hangup()))
+                }
+            },
+            recv(after(wait)) -> _ => Some(Input::Tick),
+        }
+    }
+
+    /// A line from Asterisk as the machine's input.
+    fn reply_input(&mut self, line: &str) -> Option<Input> {
+        let Some(reply) = self.agi.accept_line(line) else {
+            if let Some(s) = self.agi.stray.pop() {
+                log_line!("unexpected line: {s:?}");
+            }
+            return None;
+        };
+        match reply {
+            Reply::Success { result, endpos, .. } => Some(Input::Reply { result: result.unwrap_or(0), endpos }),
+            Reply::DeadChannel => Some(Input::Ended(Verdict::hangup())),
+            other => {
+                log_line!("unexpected reply {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Carries out the machine's actions; the attempt's end, if one came.
+    fn carry_out(&mut self, actions: Vec<Action>, control: &Controls) -> Option<AttemptEnd> {
+        for a in actions {
+            match a {
+                Action::Start(cmd) => {
+                    if let Err(e) = self.agi.start(&cmd) {
+                        let _ = control.send(Control::Abandon);
+                        return Some(AttemptEnd::Verdict(Verdict::error(e.to_string())));
+                    }
+                }
+                Action::Control(c) => {
+                    let _ = control.send(c);
+                }
+                Action::BargedIn => {
+                    self.report.barge_in_ms.get_or_insert(self.ms());
+                }
+                Action::HungUp => self.agi.on_signal(None),
+                Action::End(end) => return Some(end),
+            }
+        }
+        None
     }
 
     /// Sets the variables, writes the JSON line, returns the exit code (always 0).
