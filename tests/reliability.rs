@@ -151,18 +151,47 @@ fn odd_byte_counts_and_bursts_lose_nothing() {
 }
 
 #[test]
-fn audio_beyond_the_ring_while_the_model_loads_is_counted_and_logged() {
-    // 150 s of audio poured in at 60x while the model loads: more than the ring holds.
+fn audio_during_the_model_load_is_heard_at_once_and_noinput_does_not_wait_for_it() {
+    // 150 s of silence poured in at 60x while the model loads: the endpointer listens from the
+    // first frame, so the 1 s no-input timer fires on the audio, not after the load, and the
+    // fd 3 ring never overflows.
     let mut samples = vec![0i16; 150 * 8000];
     let (hello, _) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-8k.wav")).unwrap();
     samples.extend(hello);
     let mut call = Call::with_samples(samples, 8000, &["--no-input-timeout=1s"]);
     call.opts.speed = 60.0;
     let out = call.run();
-    let dropped = out.json()["samples_dropped"].as_u64().unwrap();
-    assert!(dropped > 0, "{}", out.json());
-    assert!(out.log.contains("samples") && out.log.contains("dropped"), "{}", out.log);
     assert_eq!(out.status(), "NOINPUT");
+    assert_eq!(out.json()["samples_dropped"], 0, "{}", out.json());
+    assert!(out.json()["model_load_ms"].is_null(), "decided before the model loaded: {}", out.json());
+    // The timer starts where listening started (WAIT FOR DIGIT): 1 s of audio after that.
+    let listen_ms = out.res.dialogue.iter().find(|l| l.dir == Dir::Rx && l.text.starts_with("WAIT FOR DIGIT")).expect("listened").t_ms;
+    let listen_at = (listen_ms * 60.0 * 8.0) as u64;
+    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    assert!(consumed >= 8000 && consumed <= listen_at + 8000 + 8000, "1 s after listening began at {listen_at}, not the backlog: {consumed}");
+}
+
+#[test]
+fn audio_beyond_the_decoder_ring_is_counted_and_logged() {
+    // The caller keeps talking while audio pours in at 60x and the decoder cannot start (a
+    // server that never answers the handshake): the endpointer hands on more than the
+    // decoder's ring holds (64 s at 8 kHz). Nothing is lost at fd 3; the excess is counted.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap(); // never accepts
+    let (hello, _) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-8k.wav")).unwrap();
+    let voiced: Vec<i16> = hello.iter().copied().filter(|s| s.unsigned_abs() > 300).collect();
+    let samples: Vec<i16> = voiced.iter().copied().cycle().take(100 * 8000).collect();
+    let server = format!("--server=unix:{}", sock.display());
+    let mut call = Call::with_samples(samples, 8000, &[&server, "--server-timeout=4s", "--max-duration=90s"]);
+    call.opts.speed = 60.0;
+    call.opts.tail = asr_bridge::sim::Tail::Nothing;
+    let out = call.run();
+    let behind = out.json()["decoder_dropped"].as_u64().unwrap();
+    assert!(behind >= 20 * 8000, "90 s heard, 64 s held: about 24 s over: {}", out.json());
+    assert_eq!(out.json()["samples_dropped"], 0, "nothing lost at fd 3: {}", out.json());
+    assert!(out.log.contains("dropped before the decoder"), "{}", out.log);
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
 }
 
 #[test]

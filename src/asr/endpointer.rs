@@ -171,8 +171,8 @@ impl Endpointer {
     pub fn run(mut self, events: &Sender<Event>, control: &Receiver<Control>) {
         let _ = self.audio.waker.set(std::thread::current());
         loop {
-            let (drain_to, timers) = match control.recv() {
-                Ok(Control::Start { drain_to, timers }) => (drain_to, timers),
+            let (drain_to, timers_at) = match control.recv() {
+                Ok(Control::Start { drain_to, timers_at }) => (drain_to, timers_at),
                 Ok(Control::StartTimers { .. } | Control::Abandon) => continue,
                 Ok(Control::Stop) | Err(_) => break,
             };
@@ -180,7 +180,7 @@ impl Endpointer {
                 self.drain_to(to);
             }
             self.out.span(Span::Begin);
-            match self.attempt(timers, events, control) {
+            match self.attempt(timers_at, events, control) {
                 AttemptEnd::Ended(e) => {
                     // The controller hears of the end before the decoder can give its text.
                     let text = e.reason != EndReason::NoInput;
@@ -281,9 +281,10 @@ impl Endpointer {
         self.audio.t0 + Duration::from_nanos(ns)
     }
 
-    fn attempt(&mut self, timers_now: bool, events: &Sender<Event>, control: &Receiver<Control>) -> AttemptEnd {
+    fn attempt(&mut self, timers_at: Option<u64>, events: &Sender<Event>, control: &Receiver<Control>) -> AttemptEnd {
         // Until the timers start (the prompt is playing), the no-input timer is held back.
-        let mut tracker = SpeechTracker::new(self.cfg.timers, if timers_now { self.media() } else { f64::INFINITY });
+        let listen_start = timers_at.map_or(f64::INFINITY, |at| self.media_at(at));
+        let mut tracker = SpeechTracker::new(self.cfg.timers, listen_start);
         // While the prompt plays, speech must last the barge-in minimum to count at all, so a
         // cough does not start (and then end) an utterance over the prompt.
         let hangover = VoiceDetector::hangover(self.cfg.vad_mode);

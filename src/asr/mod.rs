@@ -7,6 +7,7 @@ pub mod endpointer;
 pub mod engine;
 pub mod grammar;
 pub mod model;
+pub mod noise;
 pub mod recognizer;
 pub mod remote;
 

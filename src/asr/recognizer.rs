@@ -83,10 +83,11 @@ pub enum Event {
 pub enum Control {
     /// Start a listening attempt. `drain_to` drops audio up to that stream position (in
     /// samples, as counted by the fd 3 reader when the controller decided): prompt-time audio
-    /// with barge-in off, or audio between attempts. `timers` starts the no-input timer at
-    /// the attempt's start (otherwise at [`Control::StartTimers`], when the prompt ends).
-    /// Positions, not "now", because the recognizer may still be working through a backlog.
-    Start { drain_to: Option<u64>, timers: bool },
+    /// with barge-in off, or audio between attempts. `timers_at` starts the no-input timer at
+    /// that stream position, where listening began (None: at [`Control::StartTimers`], when
+    /// the prompt ends). Positions, not "now": audio that arrived before the decision may
+    /// still be in the ring.
+    Start { drain_to: Option<u64>, timers_at: Option<u64> },
     /// The prompt finished at this stream position: the no-input timer starts there.
     StartTimers { at: u64 },
     /// Abandon the attempt (DTMF won, or a hangup) without a result.

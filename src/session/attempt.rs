@@ -105,6 +105,9 @@ pub struct Attempt<'a> {
     /// Samples of minimum speech, and the wall time a key waits without frames.
     min_speech_samples: u64,
     key_settle: Duration,
+    /// DTMF input began while the listening WAIT FOR DIGIT (30 s) runs: replace it with
+    /// one on the inter-digit timeout.
+    rearm_wait: bool,
     done: bool,
 }
 
@@ -127,6 +130,7 @@ impl<'a> Attempt<'a> {
             deadline: now + load_timeout + listen_budget,
             min_speech_samples: (timers.min_speech.as_secs_f64() * rate as f64) as u64,
             key_settle: timers.min_speech + KEY_SETTLE_GRACE,
+            rearm_wait: false,
             done: false,
         }
     }
@@ -137,7 +141,8 @@ impl<'a> Attempt<'a> {
         let mut out = Vec::new();
         if self.recognizing {
             let drain_to = (!first).then_some(now.stream_pos);
-            out.push(Action::Control(Control::Start { drain_to, timers: !self.prompting }));
+            let timers_at = (!self.prompting).then_some(now.stream_pos);
+            out.push(Action::Control(Control::Start { drain_to, timers_at }));
         }
         self.pump(now, &mut out);
         out
@@ -150,9 +155,9 @@ impl<'a> Attempt<'a> {
     }
 
     /// When the loop must wake without any input.
-    pub fn deadline(&self) -> Instant {
+    pub fn deadline(&self, now: Instant) -> Instant {
         match self.pending.front() {
-            Some(k) if !self.keys.active => self.deadline.min((k.at + self.key_settle).max(Instant::now() + KEY_RECHECK)),
+            Some(k) if !self.keys.active => self.deadline.min((k.at + self.key_settle).max(now + KEY_RECHECK)),
             _ => self.deadline,
         }
     }
@@ -209,7 +214,8 @@ impl<'a> Attempt<'a> {
 
     /// Keeps exactly one command running: the next prompt file, or WAIT FOR DIGIT.
     fn pump(&mut self, now: Now, out: &mut Vec<Action>) {
-        if now.command_running || out.iter().any(|a| matches!(a, Action::Start(_))) {
+        let rearm = std::mem::take(&mut self.rearm_wait) && !self.prompting;
+        if (now.command_running && !rearm) || out.iter().any(|a| matches!(a, Action::Start(_))) {
             return;
         }
         if self.prompting {
@@ -222,7 +228,7 @@ impl<'a> Attempt<'a> {
                 out.push(Action::Control(Control::StartTimers { at: now.stream_pos }));
             } else if !self.keys.active {
                 self.recognizing = true;
-                out.push(Action::Control(Control::Start { drain_to: Some(now.stream_pos), timers: true }));
+                out.push(Action::Control(Control::Start { drain_to: Some(now.stream_pos), timers_at: Some(now.stream_pos) }));
             }
         }
         if self.menu.dtmf {
@@ -349,6 +355,7 @@ impl<'a> Attempt<'a> {
                 out.push(Action::Control(Control::Abandon));
             }
             self.keys.active = true;
+            self.rearm_wait = self.menu.dtmf;
         }
         if Some(key) == self.menu.dtmf_terminator {
             let digits = std::mem::take(&mut self.keys.digits);
@@ -358,6 +365,356 @@ impl<'a> Attempt<'a> {
         if self.keys.digits.len() >= self.menu.dtmf_max_digits as usize {
             let digits = std::mem::take(&mut self.keys.digits);
             self.finish(AttemptEnd::Dtmf(digits), out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asr::Transcript;
+    use crate::session::verdict::Status;
+
+    const RATE: u32 = 8000;
+
+    fn menu(prompts: bool) -> MenuConfig {
+        MenuConfig {
+            prompts: if prompts { vec!["menu".into()] } else { Vec::new() },
+            barge_in: true,
+            barge_in_min: Duration::from_millis(200),
+            dtmf: true,
+            dtmf_max_digits: 1,
+            dtmf_terminator: Some('#'),
+            dtmf_timeout: Duration::from_secs(3),
+            ..MenuConfig::default()
+        }
+    }
+
+    /// A scripted call: the wall clock and the stream advance only when the test says so.
+    struct Script<'a> {
+        machine: Attempt<'a>,
+        t0: Instant,
+        ms: u64,
+        stream: u64,
+        heard: u64,
+        running: bool,
+    }
+
+    impl<'a> Script<'a> {
+        fn new(menu: &'a MenuConfig, prompts: &[&str]) -> Script<'a> {
+            let t0 = Instant::now();
+            let prompts = prompts.iter().map(|p| p.to_string()).collect();
+            let machine = Attempt::new(menu, &Timers::default(), Duration::from_secs(60), RATE, prompts, t0);
+            Script { machine, t0, ms: 0, stream: 0, heard: 0, running: false }
+        }
+
+        fn now(&self) -> Now {
+            Now { at: self.t0 + Duration::from_millis(self.ms), stream_pos: self.stream, heard_pos: self.heard, command_running: self.running }
+        }
+
+        /// Audio arrives (and the endpointer hears it) for `ms`; `frames: false` is DTX.
+        fn advance(&mut self, ms: u64, frames: bool) {
+            self.ms += ms;
+            if frames {
+                self.stream += ms * RATE as u64 / 1000;
+                self.heard = self.stream;
+            }
+        }
+
+        fn track(&mut self, actions: &[Action]) {
+            if actions.iter().any(|a| matches!(a, Action::Start(_))) {
+                self.running = true;
+            }
+        }
+
+        fn start(&mut self, first: bool) -> Vec<Action> {
+            let a = self.machine.start(first, self.now());
+            self.track(&a);
+            a
+        }
+
+        fn on(&mut self, input: Input) -> Vec<Action> {
+            if matches!(input, Input::Reply { .. }) {
+                self.running = false;
+            }
+            let a = self.machine.on(input, self.now());
+            self.track(&a);
+            a
+        }
+
+        fn key(&mut self, k: char) -> Vec<Action> {
+            self.on(Input::Reply { result: k as i64, endpos: None })
+        }
+    }
+
+    fn endpoint(reason: EndReason) -> Box<Endpoint> {
+        Box::new(Endpoint {
+            reason,
+            speech_start_ms: (reason != EndReason::NoInput).then_some(500.0),
+            speech_end_ms: (reason != EndReason::NoInput).then_some(1500.0),
+            samples: 20_000,
+            media_ms: 2500.0,
+            dtx_ms: 0.0,
+            decided_at: Instant::now(),
+            speech_end_arrived: None,
+        })
+    }
+
+    fn transcript() -> Input {
+        Input::Event(Event::Transcript { transcript: Transcript::default(), finalize_ms: 1.0, at: Instant::now() })
+    }
+
+    fn ended(actions: &[Action]) -> Option<&AttemptEnd> {
+        actions.iter().find_map(|a| match a {
+            Action::End(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    fn dtmf(actions: &[Action]) -> Option<&str> {
+        match ended(actions) {
+            Some(AttemptEnd::Dtmf(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn status(actions: &[Action]) -> Option<Status> {
+        match ended(actions) {
+            Some(AttemptEnd::Verdict(v)) => Some(v.status),
+            _ => None,
+        }
+    }
+
+    fn has(actions: &[Action], f: impl Fn(&Action) -> bool) -> bool {
+        actions.iter().any(f)
+    }
+
+    #[test]
+    fn first_attempt_listens_at_once_and_plays_the_prompt() {
+        let m = menu(true);
+        let mut s = Script::new(&m, &["menu"]);
+        let a = s.start(true);
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: None, timers_at: None })), "{a:?}");
+        assert!(matches!(&a[1], Action::Start(Command::StreamFile { file, .. }) if file == "menu"), "{a:?}");
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn without_a_prompt_the_no_input_timer_starts_where_listening_starts() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.advance(20, true); // audio that came while the header and options were read
+        let a = s.start(true);
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: None, timers_at: Some(160) })), "{a:?}");
+    }
+
+    #[test]
+    fn a_retry_drops_the_audio_before_it() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.advance(3000, true);
+        let a = s.start(false);
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(24_000), timers_at: Some(24_000) })), "{a:?}");
+        assert!(matches!(a[1], Action::Start(Command::WaitForDigit { timeout_ms: LISTEN_WAIT_MS })), "{a:?}");
+    }
+
+    #[test]
+    fn barge_in_stops_the_prompt_and_starts_the_timers_where_it_happened() {
+        let m = menu(true);
+        let mut s = Script::new(&m, &["menu"]);
+        s.start(true);
+        s.advance(820, true);
+        let a = s.on(Input::Event(Event::BargeIn { at_ms: 820.0 }));
+        assert!(has(&a, |x| matches!(x, Action::BargedIn)));
+        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: 6560 }))), "{a:?}");
+        assert!(has(&a, |x| matches!(x, Action::Start(Command::WaitForDigit { .. }))), "{a:?}");
+        // A second barge-in event changes nothing.
+        let a = s.on(Input::Event(Event::BargeIn { at_ms: 900.0 }));
+        assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn without_barge_in_listening_starts_when_the_prompt_ends() {
+        let mut m = menu(true);
+        m.barge_in = false;
+        let mut s = Script::new(&m, &["menu"]);
+        let a = s.start(true);
+        assert!(!has(&a, |x| matches!(x, Action::Control(_))), "no listening during the prompt: {a:?}");
+        s.advance(4000, true);
+        let a = s.on(Input::Reply { result: 0, endpos: Some(32_000) });
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(32_000), timers_at: Some(32_000) })), "{a:?}");
+        assert!(matches!(a[1], Action::Start(Command::WaitForDigit { .. })), "{a:?}");
+    }
+
+    #[test]
+    fn a_key_during_the_prompt_stops_it_and_wins_when_no_speech_came() {
+        let m = menu(true);
+        let mut s = Script::new(&m, &["menu"]);
+        s.start(true);
+        s.advance(1000, true);
+        let a = s.key('5');
+        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: 8000 }))), "{a:?}");
+        assert!(ended(&a).is_none(), "decided only once the endpointer heard past the key: {a:?}");
+        s.advance(100, true); // min speech (100 ms) heard after the key: no onset
+        let a = s.on(Input::Tick);
+        assert!(has(&a, |x| matches!(x, Action::Control(Control::Abandon))), "{a:?}");
+        assert_eq!(dtmf(&a), Some("5"));
+    }
+
+    #[test]
+    fn a_key_with_no_audio_frames_is_decided_on_the_wall_clock() {
+        // A silent far end sends no frames at all (DTX): the stream does not advance.
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(1000, false);
+        let a = s.key('2');
+        assert!(ended(&a).is_none());
+        let wait = s.machine.deadline(s.now().at).saturating_duration_since(s.now().at);
+        assert!(wait <= Duration::from_millis(170) && wait >= Duration::from_millis(150), "wakes at the settle time: {wait:?}");
+        s.advance(100, false);
+        assert!(ended(&s.on(Input::Tick)).is_none(), "not before min speech + grace");
+        s.advance(60, false);
+        assert_eq!(dtmf(&s.on(Input::Tick)), Some("2"));
+    }
+
+    #[test]
+    fn speech_that_started_before_the_key_wins() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(500, true);
+        let a = s.key('7');
+        assert!(ended(&a).is_none());
+        let a = s.on(Input::Event(Event::SpeechStarted { at_ms: 480.0 }));
+        assert!(a.is_empty() || ended(&a).is_none(), "{a:?}");
+        s.advance(100, true);
+        let a = s.on(Input::Tick);
+        assert!(ended(&a).is_none(), "key ignored, still listening: {a:?}");
+        assert!(!has(&a, |x| matches!(x, Action::Control(Control::Abandon))));
+        s.on(Input::Event(Event::Ended(endpoint(EndReason::EndOfSpeech))));
+        let a = s.on(transcript());
+        assert!(matches!(ended(&a), Some(AttemptEnd::Outcome(_))), "{a:?}");
+    }
+
+    #[test]
+    fn multi_digit_input_ends_at_the_terminator_or_the_inter_digit_timeout() {
+        let mut m = menu(false);
+        m.dtmf_max_digits = 4;
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(500, false);
+        s.key('1');
+        s.advance(200, false);
+        let a = s.on(Input::Tick);
+        assert!(has(&a, |x| matches!(x, Action::Start(Command::WaitForDigit { timeout_ms: 3000 }))), "inter-digit timeout: {a:?}");
+        s.key('2');
+        assert_eq!(dtmf(&s.key('#')), Some("12"));
+
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(500, false);
+        s.key('9');
+        s.advance(200, false);
+        s.on(Input::Tick);
+        assert_eq!(dtmf(&s.on(Input::Reply { result: 0, endpos: None })), Some("9"), "WAIT FOR DIGIT expired");
+    }
+
+    #[test]
+    fn no_input_ends_at_once_without_waiting_for_the_decoder() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(5000, true);
+        let a = s.on(Input::Event(Event::Ended(endpoint(EndReason::NoInput))));
+        match ended(&a) {
+            Some(AttemptEnd::Outcome(o)) => assert_eq!(o.reason(), EndReason::NoInput),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lagging_decoder_delays_only_the_text() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        s.advance(2000, true);
+        let a = s.on(Input::Event(Event::Ended(endpoint(EndReason::EndOfSpeech))));
+        assert!(ended(&a).is_none(), "the text is still to come");
+        // Seconds of decoding backlog: a key meanwhile is late, speech already won.
+        for _ in 0..30 {
+            s.advance(100, true);
+            assert!(ended(&s.on(Input::Tick)).is_none());
+        }
+        let a = s.key('3');
+        assert!(ended(&a).is_none() && !has(&a, |x| matches!(x, Action::Control(Control::Abandon))), "{a:?}");
+        let a = s.on(transcript());
+        assert!(matches!(ended(&a), Some(AttemptEnd::Outcome(o)) if o.reason() == EndReason::EndOfSpeech), "{a:?}");
+        // A stray transcript after the end is ignored.
+        assert!(s.on(transcript()).is_empty());
+    }
+
+    #[test]
+    fn a_hangup_in_any_phase_abandons_the_attempt() {
+        let m = menu(true);
+        for phase in 0..4 {
+            let mut s = Script::new(&m, &["menu"]);
+            s.start(true);
+            s.advance(700, true);
+            if phase >= 1 {
+                s.on(Input::Event(Event::BargeIn { at_ms: 700.0 }));
+            }
+            if phase >= 2 {
+                s.key('4');
+            }
+            if phase == 3 {
+                s.on(Input::Event(Event::Ended(endpoint(EndReason::EndOfSpeech))));
+            }
+            let a = s.on(Input::Ended(Verdict::hangup()));
+            assert!(has(&a, |x| matches!(x, Action::Control(Control::Abandon))), "phase {phase}: {a:?}");
+            assert_eq!(status(&a), Some(Status::Hangup), "phase {phase}");
+            assert!(s.machine.is_done());
+        }
+    }
+
+    #[test]
+    fn a_dead_channel_reply_is_a_hangup_but_an_unplayable_prompt_is_not() {
+        let m = menu(true);
+        let mut s = Script::new(&m, &["missing", "menu"]);
+        s.start(true);
+        let a = s.on(Input::Reply { result: -1, endpos: Some(0) });
+        assert!(ended(&a).is_none());
+        assert!(has(&a, |x| matches!(x, Action::Start(Command::StreamFile { file, .. }) if file == "menu")), "{a:?}");
+        let a = s.on(Input::Reply { result: -1, endpos: None });
+        assert!(has(&a, |x| matches!(x, Action::HungUp)));
+        assert_eq!(status(&a), Some(Status::Hangup));
+    }
+
+    #[test]
+    fn a_stage_failure_ends_with_its_cause() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        let e = crate::asr::AsrError::ServerBusy { addr: "unix:/x".into(), reason: "full".into() };
+        let a = s.on(Input::Event(Event::Failed(e)));
+        match ended(&a) {
+            Some(AttemptEnd::Verdict(v)) => assert_eq!((v.status, v.cause), (Status::Error, "100")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_deadline_names_the_model_until_it_loaded() {
+        let m = menu(false);
+        let mut s = Script::new(&m, &[]);
+        s.start(true);
+        let d = s.machine.deadline(s.now().at);
+        s.ms = (d - s.t0).as_millis() as u64 - 1;
+        assert!(ended(&s.on(Input::Tick)).is_none());
+        s.ms += 1;
+        match ended(&s.on(Input::Tick)) {
+            Some(AttemptEnd::Verdict(v)) => assert!(v.error.contains("model did not load"), "{}", v.error),
+            other => panic!("{other:?}"),
         }
     }
 }

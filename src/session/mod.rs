@@ -330,7 +330,8 @@ impl<W: Write> Call<W> {
     /// Waits for the next input or the machine's deadline. None: nothing for the machine
     /// (a stray line, an owed reply).
     fn wait(&mut self, machine: &Attempt, events: &Receiver<Event>, signals: &Receiver<i32>, lines: &Receiver<LineEvent>) -> Option<Input> {
-        let wait = machine.deadline().saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let wait = machine.deadline(now).saturating_duration_since(now);
         select! {
             recv(events) -> ev => Some(match ev {
                 Ok(ev) => Input::Event(ev),
@@ -466,6 +467,11 @@ impl<W: Write> Call<W> {
             if dropped > 0 {
                 let rate = self.report.rate.unwrap_or(8000) as f64;
                 log_line!("warning: {dropped} samples ({:.1} s) of caller audio dropped: the ring was full", dropped as f64 / rate);
+            }
+            let behind = st.decoder_dropped.load(std::sync::atomic::Ordering::Relaxed);
+            if behind > 0 {
+                let rate = self.report.rate.unwrap_or(8000) as f64;
+                log_line!("warning: {behind} samples ({:.1} s) dropped before the decoder: it fell more than the ring behind", behind as f64 / rate);
             }
         }
         log_line!("{}STATUS={} text={:?} cause={}", self.prefix, verdict.status.as_str(), verdict.text, verdict.cause);
