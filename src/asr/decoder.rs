@@ -47,6 +47,8 @@ pub trait Decoder {
     fn resampling(&self) -> bool {
         false
     }
+    /// Ends an attempt whose text nobody needs (no input, DTMF won).
+    fn abandon(self: Box<Self>) {}
 }
 
 impl Decoder for Engine {
@@ -73,6 +75,11 @@ impl Decoder for RemoteEngine {
     }
     fn stale(&mut self) -> bool {
         RemoteEngine::stale(self)
+    }
+    /// Ends the server's call properly (eof, final result, close), so the server counts it
+    /// completed rather than cut off; off the caller's path, on this thread.
+    fn abandon(self: Box<Self>) {
+        let _ = RemoteEngine::finish(*self);
     }
 }
 
@@ -320,6 +327,8 @@ impl Stage<'_> {
                 if self.taken == upto && self.buf.is_empty() {
                     if text {
                         self.report(live)?;
+                    } else if let Some(d) = live.decoder.take() {
+                        d.abandon();
                     }
                     return Ok(SpanEnd::Done);
                 }

@@ -5,6 +5,7 @@
 //! result. Lock-step: each block waits for its reply, so a reply deadline always holds and the
 //! server's decoding is the call's back-pressure. Every socket operation has a deadline.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -231,7 +232,15 @@ pub struct RemoteEngine {
     blocks: u64,
     last_sent: Instant,
     keepalive: Duration,
+    /// When each block whose reply has not come was sent, oldest first.
+    in_flight: VecDeque<Instant>,
+    /// The reply deadline (`--server-timeout`), applied to the oldest block in flight.
+    deadline: Duration,
 }
+
+/// Blocks sent ahead of their replies: the decoder streams without waiting a round trip per
+/// block, and a slow server builds a queue here (bounded) instead of a gap in the audio.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Ping interval when the server does not say its idle timeout.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
@@ -252,7 +261,17 @@ impl RemoteEngine {
         let msg = json!({ "config": config }).to_string();
         let name = addr.to_string();
         ws.send(Message::text(msg)).map_err(|e| AsrError::ServerLost { addr: name.clone(), reason: e.to_string() })?;
-        Ok(RemoteEngine { ws, addr: name, transcript: Transcript::default(), bytes: Vec::new(), blocks: 0, last_sent: Instant::now(), keepalive })
+        Ok(RemoteEngine {
+            ws,
+            addr: name,
+            transcript: Transcript::default(),
+            bytes: Vec::new(),
+            blocks: 0,
+            last_sent: Instant::now(),
+            keepalive,
+            in_flight: VecDeque::new(),
+            deadline,
+        })
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> AsrError {
@@ -264,15 +283,7 @@ impl RemoteEngine {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).map_err(|e| self.lost(format!("bad reply: {e}"))),
-                Ok(Message::Close(frame)) => {
-                    let (code, why) = frame.map(|f| (f.code, f.reason.to_string())).unwrap_or((CloseCode::Normal, String::new()));
-                    return Err(match code {
-                        CloseCode::Policy | CloseCode::Unsupported | CloseCode::Invalid => {
-                            AsrError::ServerRefused { addr: self.addr.clone(), reason: why }
-                        }
-                        _ => self.lost(format!("closed the connection ({code}) {why}")),
-                    });
-                }
+                Ok(Message::Close(frame)) => return Err(self.closed(frame)),
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     return Err(self.lost("no reply within the deadline (--server-timeout)"))
@@ -282,7 +293,9 @@ impl RemoteEngine {
         }
     }
 
-    /// Sends one block and takes its reply; a closed segment joins the transcript.
+    /// Sends one block without waiting for its reply (pipelined); takes the replies that have
+    /// come, and waits for the oldest only when [`MAX_IN_FLIGHT`] blocks are unanswered.
+    /// Closed segments join the transcript in order.
     pub fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
         self.bytes.clear();
         for s in block {
@@ -292,10 +305,68 @@ impl RemoteEngine {
         let msg = Message::binary(self.bytes.clone());
         self.last_sent = Instant::now();
         self.ws.send(msg).map_err(|e| self.lost(e))?;
-        let reply = self.reply()?;
-        if let Some(seg) = Segment::from_reply(&reply) {
+        self.in_flight.push_back(self.last_sent);
+        self.take_ready()?;
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            self.take_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// One block's reply: a closed segment joins the transcript.
+    fn on_reply(&mut self, reply: &serde_json::Value) {
+        self.in_flight.pop_front();
+        if let Some(seg) = Segment::from_reply(reply) {
             self.transcript.push(seg);
         }
+    }
+
+    /// How long the oldest block in flight may still wait for its reply.
+    fn oldest_left(&self) -> Result<Duration, AsrError> {
+        let Some(oldest) = self.in_flight.front() else { return Ok(self.deadline) };
+        let left = self.deadline.saturating_sub(oldest.elapsed());
+        if left.is_zero() {
+            return Err(self.lost("no reply within the deadline (--server-timeout)"));
+        }
+        Ok(left)
+    }
+
+    /// The error for the server's close frame: a refusal of the call's settings, or lost.
+    fn closed(&self, frame: Option<tungstenite::protocol::CloseFrame>) -> AsrError {
+        let (code, why) = frame.map(|f| (f.code, f.reason.to_string())).unwrap_or((CloseCode::Normal, String::new()));
+        match code {
+            CloseCode::Policy | CloseCode::Unsupported | CloseCode::Invalid => AsrError::ServerRefused { addr: self.addr.clone(), reason: why },
+            _ => self.lost(format!("closed the connection ({code}) {why}")),
+        }
+    }
+
+    /// Takes the replies already there, without blocking.
+    fn take_ready(&mut self) -> Result<(), AsrError> {
+        self.oldest_left()?;
+        self.ws.get_ref().set_nonblocking(true).map_err(|e| self.lost(e))?;
+        let res = loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => match serde_json::from_str::<serde_json::Value>(t.as_str()) {
+                    Ok(v) => self.on_reply(&v),
+                    Err(e) => break Err(self.lost(format!("bad reply: {e}"))),
+                },
+                Ok(Message::Close(frame)) => break Err(self.closed(frame)),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(self.lost(e)),
+            }
+        };
+        self.ws.get_ref().set_nonblocking(false).map_err(|e| self.lost(e))?;
+        res
+    }
+
+    /// Waits for the oldest block's reply, within what is left of its deadline.
+    fn take_oldest(&mut self) -> Result<(), AsrError> {
+        let left = self.oldest_left()?;
+        self.ws.get_ref().set_timeouts(Some(left)).map_err(|e| self.lost(e))?;
+        let reply = self.reply();
+        self.ws.get_ref().set_timeouts(Some(self.deadline)).map_err(|e| self.lost(e))?;
+        self.on_reply(&reply?);
         Ok(())
     }
 
@@ -303,6 +374,10 @@ impl RemoteEngine {
     /// not end a call that is only waiting: a long prompt without barge-in, DTX); the pong is
     /// skipped when the next reply is read.
     pub fn keepalive(&mut self) -> Result<(), AsrError> {
+        if !self.in_flight.is_empty() {
+            // No audio to send (DTX), replies still owed: their deadline runs all the same.
+            self.take_ready()?;
+        }
         if self.last_sent.elapsed() < self.keepalive {
             return Ok(());
         }
@@ -331,8 +406,11 @@ impl RemoteEngine {
         gone || self.ws.get_ref().set_nonblocking(false).is_err()
     }
 
-    /// Asks for the final result and closes.
+    /// Takes the replies still owed, asks for the final result and closes.
     pub fn finish(mut self) -> Result<Transcript, AsrError> {
+        while !self.in_flight.is_empty() {
+            self.take_oldest()?;
+        }
         self.ws.send(Message::text(r#"{"eof" : 1}"#)).map_err(|e| self.lost(e))?;
         let reply = self.reply()?;
         let seg = Segment::from_reply(&reply).ok_or_else(|| self.lost(format!("expected a final result, got {reply}")))?;
