@@ -62,6 +62,52 @@ fn a_short_noise_burst_does_not_interrupt() {
 }
 
 #[test]
+fn steady_noise_neither_stops_the_prompt_nor_becomes_words() {
+    // Pink and brown noise at -25 dBFS through a 3 s prompt and after it: the VAD alone calls
+    // this speech (the prompt stopped after 1.8 s and the call ended OK with words).
+    use asr_bridge::audio::synth::{noise, NoiseKind};
+    for (kind, seed) in [(NoiseKind::Pink, 1), (NoiseKind::Brown, 2), (NoiseKind::White, 3)] {
+        let samples = noise(kind, -25.0, 8000 * 7, seed);
+        let mut call = Call::with_samples(samples, 8000, &["--prompt=menu", "--no-input-timeout=2s"]);
+        call.opts.sounds.insert("menu".into(), Duration::from_secs(3));
+        let out = call.run();
+        assert_eq!(stream_file_replies(&out).len(), 1, "{kind:?}: the prompt played to its end\n{}", out.log);
+        assert_eq!(out.status(), "NOINPUT", "{kind:?}: {}", out.log);
+        assert!(out.json()["barge_in_ms"].is_null(), "{kind:?}");
+    }
+}
+
+#[test]
+fn speech_in_noise_still_barges_in_and_is_recognized_as_libvosk_would() {
+    // ko-hello mixed into pink noise at 10 dB SNR, after 1 s of the noise alone.
+    use asr_bridge::audio::synth::{mix_at_snr, noise, NoiseKind};
+    let (hello, _) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-8k.wav")).unwrap();
+    let mut speech = vec![0i16; 8000];
+    speech.extend(&hello);
+    let samples = mix_at_snr(&speech, &noise(NoiseKind::Pink, -30.0, speech.len() + 8000 * 2, 7), 10.0);
+    let mut call = Call::with_samples(samples, 8000, &["--prompt=menu", "--end-silence=700ms"]);
+    call.opts.speed = 1.0;
+    call.opts.onset_s = Some(1.0 + speech_start_s("ko-hello-8k.wav"));
+    call.opts.sounds.insert("menu".into(), Duration::from_secs(8));
+    let rec = call.path("rec.wav");
+    call.opts.bridge_args.push(format!("--record={}", rec.display()));
+    let out = call.run();
+    let cmds = rx(&out);
+    let sf = cmds.iter().position(|(_, c)| c.starts_with("STREAM FILE \"menu\"")).expect("prompt played");
+    let t_interrupt = cmds[sf + 1].0;
+    let onset = out.res.onset_written_ms.expect("onset written");
+    // The promise is barge-in-min + 150 ms (350 ms); 250 ms more for a noisy machine.
+    assert!(
+        t_interrupt >= onset + 180.0 && t_interrupt <= onset + 350.0 + 250.0,
+        "prompt stopped at {t_interrupt} ms, speech onset written at {onset} ms\n{}",
+        out.log
+    );
+    assert_eq!(out.status(), "OK", "{}", out.log);
+    let d = direct(&rec, None);
+    assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "the same text as libvosk on the same samples");
+}
+
+#[test]
 fn prompt_ending_as_barge_in_fires_is_handled() {
     // The prompt ends about when barge-in fires: a late `endpos` reply may or may not come.
     for extra_ms in [150u64, 200, 250] {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::endpoint::{EndReason, SpeechTracker, Timers, VoiceDetector};
+use super::noise::NoiseGate;
 use super::recognizer::{Control, Event};
 use super::AsrError;
 use crate::audio::AudioReader;
@@ -124,6 +125,8 @@ pub struct Endpointer {
     audio: AudioReader,
     out: DecoderFeed,
     vad: VoiceDetector,
+    /// Steady noise is not speech: the VAD's "voice" must also stand out from the floor.
+    gate: NoiseGate,
     frame: usize,
     frame_buf: Vec<i16>,
     chunk: Vec<i16>,
@@ -156,6 +159,7 @@ impl Endpointer {
             audio,
             out,
             vad,
+            gate: NoiseGate::new(cfg.rate),
             frame,
             frame_buf: Vec::with_capacity(frame),
             chunk: vec![0i16; frame],
@@ -305,7 +309,7 @@ impl Endpointer {
                 let start = self.media();
                 let len = self.frame as f64 * self.ms_per_sample();
                 let vad = self.vad.is_voice(&self.frame_buf);
-                let voiced = vad; // TODO(noise gate)
+                let voiced = self.gate.is_speech(&self.frame_buf, vad);
                 if voiced {
                     last_voiced_arrival = Some((self.arrival(), start + len));
                 }
@@ -337,7 +341,7 @@ impl Endpointer {
             (Some((at, voiced_end)), Some(end)) => at.checked_sub(Duration::from_secs_f64(((voiced_end - end) / 1000.0).max(0.0))),
             _ => None,
         };
-        crate::log_line!("endpointer: {reason:?} at {:.0} ms", self.media());
+        crate::log_line!("endpointer: {reason:?} at {:.0} ms (noise floor {:.1} dBFS)", self.media(), self.gate.floor_dbfs());
         AttemptEnd::Ended(Box::new(Endpoint {
             reason,
             speech_start_ms: tracker.speech_start(),

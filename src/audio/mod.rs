@@ -4,6 +4,7 @@
 pub mod format;
 pub mod reader;
 pub mod resample;
+pub mod synth;
 pub mod wav;
 
 pub use format::rate_for_eagi_format;
