@@ -1,4 +1,4 @@
-//! End-of-speech logic with per-call timers, on the recognizer thread. libvosk 0.3.45 has no
+//! End-of-speech logic with per-call timers, on the endpointer thread. libvosk 0.3.45 has no
 //! per-recognizer endpointer, so the bridge decides: WebRTC's VAD (the `webrtc-vad` crate)
 //! classifies 20 ms frames, [`SpeechTracker`] turns that into speech onset and end, and the
 //! timers run on a media clock that advances with audio and, when no frames arrive at all
@@ -179,7 +179,7 @@ impl SpeechTracker {
     }
 }
 
-/// WebRTC VAD over 20 ms frames. Not `Send`: created on the recognizer thread.
+/// WebRTC VAD over 20 ms frames. Not `Send`: created on the endpointer thread.
 pub struct VoiceDetector {
     vad: Vad,
     frame: usize,

@@ -1,5 +1,6 @@
-//! Recognition: model checks before loading, the Vosk engine, end-of-speech logic, and the
-//! recognizer thread that joins them to the audio ring.
+//! Recognition: model checks before loading, the Vosk engine, end-of-speech logic, the noise
+//! gate, and the two stages that join them to the audio ring: the endpointer (decisions on
+//! arrival) and the decoder (text at its own pace), wired in [`recognizer`].
 
 pub mod decoder;
 pub mod endpoint;

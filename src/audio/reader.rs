@@ -58,13 +58,13 @@ pub struct AudioStats {
     pub decoder_dropped: AtomicU64,
 }
 
-/// The consumer side handed to the recognizer thread.
+/// The consumer side handed to the endpointer thread.
 pub struct AudioReader {
     /// The ring's consumer end.
     pub consumer: rtrb::Consumer<i16>,
     /// Counters shared with the reader thread.
     pub stats: Arc<AudioStats>,
-    /// Set once by the recognizer thread: the reader unparks it after each push.
+    /// Set once by the endpointer thread: the reader unparks it after each push.
     pub waker: Arc<OnceLock<Thread>>,
     /// The bridge's start instant all `*_ns` counters refer to.
     pub t0: Instant,

@@ -1,6 +1,6 @@
 //! Resampling for models that need a higher rate than the call's audio and do not allow
 //! Kaldi to upsample (`--allow-upsample=true` missing from `conf/mfcc.conf`, as in
-//! vosk-model-small-en-us-0.15). Runs on the recognizer thread, block by block.
+//! vosk-model-small-en-us-0.15). Runs on the decoder thread, block by block.
 
 use rubato::{FftFixedIn, Resampler as _};
 

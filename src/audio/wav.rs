@@ -1,5 +1,5 @@
 //! WAV helpers (hound): read a mono 16-bit file for the simulated host and the direct
-//! baseline, and the `--record` writer the recognizer thread uses.
+//! baseline, and the `--record` writer the decoder thread uses.
 
 use std::path::Path;
 

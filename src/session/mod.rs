@@ -2,9 +2,11 @@
 //!
 //! Order matters: signals are caught before anything else (in `main`), the fd 3 reader starts
 //! before the model loads, the header is read, options are checked, the audio rate is asked
-//! for, the recognizer thread loads the model and listens, and the controller waits on its
-//! events, signals and stray stdin lines with a deadline. Every handled outcome sets the
-//! `ASR_*` variables (SET VARIABLE works on a dead channel too) and exits 0.
+//! for, then the endpointer starts listening at once while the decoder loads the model (or
+//! connects). Each attempt is an [`attempt::Attempt`] state machine; the loop here moves the
+//! stages' events, AGI replies, signals and its deadline into it and carries out its actions.
+//! Every handled outcome sets the `ASR_*` variables (SET VARIABLE works on a dead channel too)
+//! and exits 0.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
