@@ -325,6 +325,9 @@ impl Stage<'_> {
             }
             if let Some((upto, text)) = end {
                 if self.taken == upto && self.buf.is_empty() {
+                    if let Some(r) = self.recorder.as_mut() {
+                        let _ = r.flush(); // a valid WAV up to here, whatever comes next
+                    }
                     if text {
                         self.report(live)?;
                     } else if let Some(d) = live.decoder.take() {
@@ -429,9 +432,6 @@ impl Stage<'_> {
     fn report(&mut self, mut live: Live) -> Result<(), AsrError> {
         let t = Instant::now();
         let Some(d) = live.decoder.take() else { return Ok(()) };
-        if let Some(r) = self.recorder.as_mut() {
-            let _ = r.flush();
-        }
         let transcript = match d.finish() {
             Ok(t) => t,
             Err(e) => {
