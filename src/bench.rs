@@ -65,23 +65,45 @@ pub struct BenchArgs {
     /// Extra concurrency levels for the served mode only (in-process would need a model each).
     #[arg(long, value_delimiter = ',')]
     pub served_calls: Vec<usize>,
+    /// Add the caller-facing timing section: barge-in, no-input, end of speech, noise alone,
+    /// speech in noise, each a call at real time in-process (model still loading), on a fresh
+    /// server and on a warm one (about two minutes).
+    #[arg(long)]
+    pub timing: bool,
+    /// Only the timing section (no per-WAV rows, no concurrency levels).
+    #[arg(long)]
+    pub timing_only: bool,
+    /// A smoke run of the timing section: one in-process row per scenario.
+    #[arg(long)]
+    pub timing_quick: bool,
+    /// Calls at once in the noise scenarios of the timing section, in each of two lanes
+    /// (in-process calls, served calls).
+    #[arg(long, default_value_t = 3)]
+    pub timing_jobs: usize,
+    /// Only the timing scenarios whose name contains this (barge-in, no-input, end-of-speech,
+    /// noise alone, speech in noise).
+    #[arg(long)]
+    pub timing_scenario: Option<String>,
+    /// A timing row that misses its target breaks a bound (non-zero exit).
+    #[arg(long)]
+    pub timing_strict: bool,
 }
 
-/// The resident server the bench starts for `--served`.
-struct BenchServer {
+/// The resident server the bench starts for `--served` (and the timing section).
+pub(crate) struct BenchServer {
     child: std::process::Child,
-    addr: String,
+    pub(crate) addr: String,
     /// Memory (PSS) once the model is loaded, before any call: "one model".
     baseline_rss_kb: u64,
 }
 
 impl BenchServer {
-    fn start(args: &BenchArgs, dir: &Path, max_calls: usize) -> Result<BenchServer, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    pub(crate) fn start(model: &Path, dir: &Path, max_calls: usize) -> Result<BenchServer, String> {
+        let exe = exe()?;
         let sock = dir.join("asr.sock");
         let child = std::process::Command::new(exe)
             .arg("serve")
-            .arg(format!("--model={}", args.model.display()))
+            .arg(format!("--model={}", model.display()))
             .arg(format!("--listen=unix:{}", sock.display()))
             .arg(format!("--max-calls={max_calls}"))
             .stdout(std::process::Stdio::null())
@@ -120,6 +142,17 @@ impl Drop for BenchServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This very binary, for every child the bench starts (bridges, servers, `transcribe`): on
+/// Linux `/proc/self/exe`, which stays this image even when a shared target directory is
+/// rebuilt under a running bench (the path would then name another binary, or none).
+pub(crate) fn exe() -> Result<PathBuf, String> {
+    let own = Path::new("/proc/self/exe");
+    if own.exists() {
+        return Ok(own.to_path_buf());
+    }
+    std::env::current_exe().map_err(|e| e.to_string())
 }
 
 fn dur(v: &str) -> Duration {
@@ -179,7 +212,7 @@ fn simulate_with_lead(
 ) -> Result<Run, String> {
     let Leg { lead, via } = leg;
     let (samples, rate) = read_mono16(wav).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = exe()?;
     let json_log = dir.join(format!("{tag}.json"));
     let rec = dir.join(format!("{tag}.wav"));
     let stderr = dir.join(format!("{tag}.err"));
@@ -220,8 +253,8 @@ fn simulate_with_lead(
     Ok(Run { res, log, peer_timing })
 }
 
-fn direct(model: &Path, wav: &Path) -> Value {
-    let out = Command::new(std::env::current_exe().unwrap_or_default())
+pub(crate) fn direct(model: &Path, wav: &Path) -> Value {
+    let out = Command::new(exe().unwrap_or_default())
         .args(["transcribe", "--model"])
         .arg(model)
         .arg("--wav")
@@ -274,13 +307,15 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     let base = manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let manifest: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?)
         .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let entries: Vec<&Value> = manifest.iter().filter(|e| e["kind"] == "speech").take(args.limit.unwrap_or(usize::MAX)).collect();
+    let timing = args.timing || args.timing_only || args.timing_quick;
+    let limit = if args.timing_only { 0 } else { args.limit.unwrap_or(usize::MAX) };
+    let entries: Vec<&Value> = manifest.iter().filter(|e| e["kind"] == "speech").take(limit).collect();
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
-    let server = if args.served {
+    let server = if args.served && !args.timing_only {
         let max = args.calls.iter().chain(&args.served_calls).copied().max().unwrap_or(1).max(1);
         eprintln!("starting asr_bridge serve (one model for every served call)...");
-        Some(BenchServer::start(args, work.path(), max)?)
+        Some(BenchServer::start(&args.model, work.path(), max)?)
     } else {
         None
     };
@@ -357,8 +392,10 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         }
         rows.push(row);
     }
-    progress(total, total, "done");
-    eprintln!();
+    if total > 0 {
+        progress(total, total, "done");
+        eprintln!();
+    }
 
     // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on one WAV,
     // in-process (a model per call) and, with --served, through the one resident server.
@@ -420,10 +457,38 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         "latency_ratio_to_peer": if peer_lat.is_empty() { Value::Null } else { json!(mean(&lat) / mean(&peer_lat)) },
         "bounds_broken": broken,
     });
-    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "served_concurrency": served_levels, "end_silence": args.end_silence, "speed": args.speed});
+    // Caller-facing timing, after the rest (and without the --served server: fresh ones only).
+    drop(server);
+    let timing_section = if timing {
+        let t = crate::bench_timing::run(&crate::bench_timing::TimingOptions {
+            manifest_base: &base,
+            manifest: &manifest,
+            model: &args.model,
+            work: work.path(),
+            quick: args.timing_quick,
+            jobs: args.timing_jobs,
+            only: args.timing_scenario.as_deref(),
+        })?;
+        if args.timing_strict {
+            for f in t["summary"]["failed"].as_array().into_iter().flatten() {
+                broken.push(format!("timing target missed: {}", f.as_str().unwrap_or("")));
+            }
+        }
+        t
+    } else {
+        Value::Null
+    };
+    let mut summary = summary;
+    summary["bounds_broken"] = json!(broken);
+    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "served_concurrency": served_levels, "end_silence": args.end_silence, "speed": args.speed, "timing": timing_section});
     std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.html"), html(&report)).map_err(|e| e.to_string())?;
-    print_table(&report);
+    if !args.timing_only {
+        print_table(&report);
+    }
+    if timing {
+        crate::bench_timing::print(&report["timing"]);
+    }
     println!("\nreport: {} and {}", args.out.join("report.json").display(), args.out.join("report.html").display());
     if !report["summary"]["bounds_broken"].as_array().is_none_or(|b| b.is_empty()) {
         println!("BOUNDS BROKEN: {}", report["summary"]["bounds_broken"]);
@@ -698,6 +763,9 @@ fn html(r: &Value) -> String {
             ));
         }
         h.push_str("</table>");
+    }
+    if !r["timing"].is_null() {
+        h.push_str(&crate::bench_timing::html(&r["timing"]));
     }
     h
 }

@@ -15,6 +15,7 @@
 pub mod agi;
 pub mod asr;
 pub mod bench;
+pub mod bench_timing;
 pub mod audio;
 pub mod config;
 pub mod log;

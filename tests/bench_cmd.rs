@@ -50,3 +50,54 @@ fn report_and_bounds() {
     assert!(text.contains("BOUNDS BROKEN"), "{text}");
     assert!(!r["summary"]["bounds_broken"].as_array().unwrap().is_empty());
 }
+
+/// `--timing-only --timing-quick`: the caller-facing timing section runs (one in-process call
+/// per scenario, at real time) and yields every scenario's rows with numbers, targets and a
+/// pass column, in report.json, the terminal tables and the HTML.
+#[test]
+fn timing_section_yields_rows_with_numbers() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(bin())
+        .args(["bench", "--timing-only", "--timing-quick"])
+        .arg(format!("--manifest={}", root().join("test-audio").display()))
+        .arg(format!("--model={}", model().display()))
+        .arg(format!("--out={}", d.path().display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("report.json")).unwrap()).unwrap();
+    let t = &r["timing"];
+    assert_eq!(r["files"].as_array().map(Vec::len), Some(0), "--timing-only runs no per-WAV rows");
+    let scenarios = t["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|s| s["scenario"].as_str().unwrap()).collect();
+    assert_eq!(names, ["barge-in reaction", "no-input timer", "end-of-speech latency", "noise alone", "speech in noise"]);
+    // The number each scenario is about, per row.
+    let key = ["reaction_ms", "noinput_ms", "latency_ms", "false_barge_in", "reaction_ms"];
+    for (s, k) in scenarios.iter().zip(key) {
+        assert!(!s["target"].as_str().unwrap().is_empty());
+        let rows = s["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{s:#}");
+        for row in rows {
+            assert_eq!(row["mode"], "in-process");
+            assert!(row.get("error").is_none(), "{row:#}");
+            assert!(row["pass"].is_boolean() || row["pass"].is_null(), "{row:#}");
+            assert!(!row["status"].is_null(), "{row:#}");
+            match k {
+                "false_barge_in" => assert!(row[k].is_boolean() && row["false_ok"].is_boolean(), "{row:#}"),
+                _ => assert!(row[k].as_f64().is_some_and(|v| v.is_finite()), "{k} in {row:#}"),
+            }
+        }
+    }
+    // What the bridge decides on the wall clock alone, even with a loaded machine.
+    let noinput = &scenarios[1]["rows"][0];
+    assert_eq!(noinput["status"], "NOINPUT", "{noinput:#}");
+    assert!((1500.0..4000.0).contains(&noinput["noinput_ms"].as_f64().unwrap()), "{noinput:#}");
+    assert!(scenarios[0]["rows"][0]["reaction_ms"].as_f64().unwrap() > 0.0);
+    let sin = &scenarios[4]["rows"][0];
+    assert!(sin["direct_text"].is_string() && sin["same_as_direct"].is_boolean(), "{sin:#}");
+    assert!(t["summary"]["rows"].as_u64().unwrap() >= 5);
+    assert!(text.contains("caller-facing timing") && text.contains("== speech in noise"), "{text}");
+    let html = std::fs::read_to_string(d.path().join("report.html")).unwrap();
+    assert!(html.contains("Caller-facing timing"));
+}
