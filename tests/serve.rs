@@ -547,3 +547,30 @@ fn connect_deadline_holds_against_a_full_unix_backlog() {
     assert!(out.var("ASR_ERROR").contains("backlog"), "{}", out.var("ASR_ERROR"));
     drop(pending);
 }
+
+/// Warm recognizers: a call's recognizer, once its final result is taken, serves the next
+/// call of the same kind. Reuse adds no history of its own: the same sequence of different
+/// calls gives exactly the same texts and confidences on a warm server as on one that builds
+/// a recognizer per call (`--cold`, as vosk-server does); what history there is lives in the
+/// shared model (research §11), and both servers have it alike.
+#[test]
+fn warm_recognizers_are_reused_and_add_no_history_of_their_own() {
+    let names = ["ko-hello-8k.wav", "ko-numbers-8k.wav", "ko-weather-8k.wav"];
+    let run = |extra: &[&str]| {
+        let server = Server::start(extra);
+        let outs: Vec<(String, String)> = names
+            .iter()
+            .map(|n| {
+                let o = served(n, &server, &["--end-silence=700ms"]);
+                o.assert_ok();
+                (o.var("ASR_TEXT").to_string(), o.var("ASR_CONFIDENCE").to_string())
+            })
+            .collect();
+        (outs, server.stats()["warm"].clone())
+    };
+    let (warm, ws) = run(&[]);
+    let (cold, cs) = run(&["--cold"]);
+    assert_eq!((ws["built"].as_u64(), ws["reused"].as_u64(), ws["idle"].as_u64()), (Some(1), Some(2), Some(1)), "{ws}");
+    assert_eq!((cs["built"].as_u64(), cs["reused"].as_u64(), cs["idle"].as_u64()), (Some(3), Some(0), Some(0)), "{cs}");
+    assert_eq!(warm, cold, "the third call's recognizer had served two different callers before");
+}

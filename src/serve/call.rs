@@ -11,6 +11,7 @@
 //! grammar JSON guarded against libvosk's crashes, resampling when the model needs it), so a
 //! call fed the same blocks decodes the same way.
 
+use super::warm::{Warm, WarmKey, WarmPool};
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -112,14 +113,52 @@ pub struct ServedCall {
     pub samples: u64,
     pub rate: u32,
     partials: bool,
+    key: WarmKey,
+    oov: Vec<String>,
+    uses: u32,
 }
 
 /// The reply to audio that closed no segment, when partials are off.
 const NO_PARTIAL: &str = r#"{"partial" : ""}"#;
 
 impl ServedCall {
+    /// The call's recognizer: a warm one of its key from `warm`, or one built on the shared
+    /// model. Also the grammar words the model does not know.
+    pub fn open(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
+        let key = WarmKey { rate: cfg.sample_rate, grammar: cfg.phrase_list.clone(), alternatives: cfg.max_alternatives, words: cfg.words };
+        let (engine, oov, uses) = match warm.take(&key) {
+            Some(w) => (w.engine, w.oov, w.uses),
+            None => {
+                let (engine, oov) = Self::build(model, info, cfg)?;
+                warm.note_built();
+                (engine, oov, 0)
+            }
+        };
+        let block = block_len(cfg.sample_rate);
+        let call = ServedCall {
+            engine,
+            pending: Vec::with_capacity(block * 2),
+            block,
+            odd: None,
+            samples: 0,
+            rate: cfg.sample_rate,
+            partials: cfg.partials,
+            key,
+            oov: oov.clone(),
+            uses,
+        };
+        Ok((call, oov))
+    }
+
+    /// The recognizer to keep warm after the call's final result, unless it cannot be reused
+    /// cleanly (audio left unfed, or the bridge resamples for it: filter state).
+    pub fn into_warm(self) -> Option<(WarmKey, Warm<Engine>)> {
+        let clean = self.pending.is_empty() && self.odd.is_none() && !self.engine.resampling();
+        clean.then(|| (self.key, Warm::new(self.engine, self.oov, self.uses)))
+    }
+
     /// Builds the recognizer on the shared model (held locked only while building).
-    pub fn new(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig) -> Result<(ServedCall, Vec<String>), AsrError> {
+    fn build(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig) -> Result<(Engine, Vec<String>), AsrError> {
         let mut m = model.lock().map_err(|_| AsrError::Panic("model lock poisoned".into()))?;
         let mut opts = EngineOptions { grammar: None, alternatives: cfg.max_alternatives };
         let mut oov = Vec::new();
@@ -136,11 +175,7 @@ impl ServedCall {
         if !cfg.words {
             engine.set_words(false);
         }
-        let block = block_len(cfg.sample_rate);
-        Ok((
-            ServedCall { engine, pending: Vec::with_capacity(block * 2), block, odd: None, samples: 0, rate: cfg.sample_rate, partials: cfg.partials },
-            oov,
-        ))
+        Ok((engine, oov))
     }
 
     /// Feeds one binary message; the reply to send.

@@ -13,6 +13,7 @@ pub mod call;
 pub mod invariants;
 pub mod pool;
 pub mod stats;
+pub mod warm;
 
 use std::cell::Cell;
 use std::net::{TcpListener, TcpStream};
@@ -61,6 +62,13 @@ pub struct ServeArgs {
     /// measure what the machine holds with `asr_bridge bench --served`].
     #[arg(long)]
     pub max_calls: Option<usize>,
+    /// Build a new recognizer for every call (as vosk-server does) instead of reusing warm
+    /// ones: 3-6x the decoding CPU on the test model.
+    #[arg(long)]
+    pub cold: bool,
+    /// Retire a warm recognizer after this many calls (it grows as it expands its graph).
+    #[arg(long, default_value_t = 200)]
+    pub warm_max_uses: u32,
     /// Permissions of the Unix socket (octal).
     #[arg(long, default_value = "660")]
     pub socket_mode: String,
@@ -138,6 +146,8 @@ struct Shared {
     info: ModelInfo,
     pool: Pool,
     stats: Stats,
+    /// Recognizers kept warm between calls.
+    warm: warm::WarmPool<crate::asr::Engine>,
     idle: Duration,
     default_rate: u32,
     listen: Vec<String>,
@@ -192,6 +202,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info,
         pool: Pool::new(workers).map_err(|e| format!("cannot start the decode workers: {e}"))?,
         stats: Stats::new(max_calls),
+        warm: warm::WarmPool::new(if args.cold { 0 } else { max_calls }, args.warm_max_uses.max(1)),
         idle,
         default_rate: args.sample_rate,
         listen: listen.clone(),
@@ -306,7 +317,15 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
         }
     };
     if wants_stats.get() {
-        let j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
+        let mut j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
+        let (idle, keys) = sh.warm.idle();
+        j["warm"] = serde_json::json!({
+            "idle": idle,
+            "keys": keys,
+            "reused": sh.warm.reused.load(Ordering::Relaxed),
+            "built": sh.warm.built.load(Ordering::Relaxed),
+            "retired": sh.warm.retired.load(Ordering::Relaxed),
+        });
         let _ = ws.send(Message::text(j.to_string()));
         let _ = ws.close(None);
         let _ = ws.flush();
@@ -391,7 +410,7 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
         let c = match call.take() {
             Some(c) => c,
             None => {
-                let (c, oov) = ServedCall::new(&sh.model, &sh.info, &cfg).map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
+                let (c, oov) = ServedCall::open(&sh.model, &sh.info, &cfg, &sh.warm).map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
                 if !oov.is_empty() {
                     log_line!("call {id}: grammar words not in the model's vocabulary: {}", oov.join(", "));
                 }
@@ -422,6 +441,10 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
             return Err((None, format!("client gone: {e}")));
         }
         if last {
+            // The final result is taken: the recognizer is clean for the next caller.
+            if let Some((key, w)) = c.into_warm() {
+                sh.warm.put(key, w);
+            }
             let _ = ws.close(None);
             let _ = ws.flush();
             return Ok(());
