@@ -230,7 +230,7 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
     // the speech scaled to that level + SNR; the prompt as in 1.
     let sin_kinds: &[NoiseKind] = if o.quick { &[NoiseKind::Pink] } else { &[NoiseKind::Pink, NoiseKind::White] };
     let snrs: &[f64] = if o.quick { &[10.0] } else { &[20.0, 10.0, 5.0] };
-    let active = active_dbfs(&hello);
+    let active = synth::active_rms_dbfs(&hello);
     for &mode in outcome_modes {
         for (ki, &kind) in sin_kinds.iter().enumerate() {
             for (si, &snr) in snrs.iter().enumerate() {
@@ -440,18 +440,6 @@ fn pool<T: Sync, R: Send>(items: &[T], p: usize, f: impl Fn(usize, &T) -> R + Sy
     let mut v = out.into_inner().unwrap_or_else(|e| e.into_inner());
     v.sort_by_key(|(i, _)| *i);
     v.into_iter().map(|(_, r)| r).collect()
-}
-
-/// RMS level (dBFS) of the active part of speech, as `synth::mix_at_snr` measures it.
-fn active_dbfs(speech: &[i16]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for b in speech.chunks(synth::ACTIVE_BLOCK) {
-        if synth::rms_dbfs(b) > synth::ACTIVE_DBFS {
-            sum += b.iter().map(|&s| s as f64 * s as f64).sum::<f64>();
-            n += b.len();
-        }
-    }
-    10.0 * (sum / n.max(1) as f64 / (32768.0 * 32768.0)).log10()
 }
 
 /// The servers of the section: the warm one, and the fresh ones by row.

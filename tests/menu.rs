@@ -17,10 +17,6 @@ fn rx(out: &Outcome) -> Vec<(f64, String)> {
     out.res.dialogue.iter().filter(|l| l.dir == Dir::Rx).map(|l| (l.t_ms, l.text.clone())).collect()
 }
 
-fn speech_start_s(name: &str) -> f64 {
-    manifest().into_iter().find(|e| e["file"] == name).unwrap()["speech_start_s"].as_f64().unwrap()
-}
-
 fn recognized(name: &str) -> String {
     manifest().into_iter().find(|e| e["file"] == name).unwrap()["recognized"].as_str().unwrap().to_string()
 }

@@ -5,105 +5,15 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use asr_bridge::asr::remote::{fetch_stats, ServerAddr};
+use common::server::{Server, PATIENT};
 use common::*;
-use tungstenite::{Message, WebSocket};
-
-/// A resident server on its own socket, killed when dropped.
-struct Server {
-    child: Child,
-    sock: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("asr.sock");
-        let child = Command::new(bin())
-            .arg("serve")
-            .arg("--model")
-            .arg(model())
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .expect("start asr_bridge serve");
-        let s = Server { child, sock, dir };
-        let until = Instant::now() + Duration::from_secs(60);
-        while s.try_stats().is_none() {
-            assert!(Instant::now() < until, "server did not come up; log:\n{}", s.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.sock.display())
-    }
-
-    fn arg(&self) -> String {
-        format!("--server={}", self.addr())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    fn try_stats(&self) -> Option<serde_json::Value> {
-        fetch_stats(&self.addr().parse::<ServerAddr>().unwrap(), Duration::from_secs(2)).ok()
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        self.try_stats().unwrap_or_else(|| panic!("stats unreachable; log:\n{}", self.log()))
-    }
-
-    /// Polls the statistics until `pred` holds (a deadline, not a timing assertion).
-    fn wait_for(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.stats();
-            if pred(&s) {
-                return s;
-            }
-            assert!(Instant::now() < until, "{what} never happened: {s:#}\nlog:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// A raw vosk-server protocol client (what a third-party client would do).
-    fn raw_client(&self) -> WebSocket<std::os::unix::net::UnixStream> {
-        let s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        tungstenite::client::client("ws://localhost/", s).expect("handshake").0
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A generous reply deadline for tests that are not about deadlines: the first blocks on a
-/// fresh server take about a second each (lazy graph expansion), more on a loaded test machine.
-const PATIENT: &str = "--server-timeout=20s";
+use tungstenite::Message;
 
 fn served(wav_name: &str, server: &Server, args: &[&str]) -> Outcome {
-    let mut all = vec![server.arg(), PATIENT.to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
+    let all = server.call_args(args);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut call = Call::new(wav_name, &all);
     if wav_name.contains("16k") {

@@ -12,14 +12,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use asr_bridge::asr::remote::{fetch_stats, ServerAddr};
 use asr_bridge::audio::wav::read_mono16;
 use asr_bridge::sim::{Dir, Tail};
+use common::server::Server;
 use common::*;
 
 /// What a noisy 2-core test machine may add to a promise.
@@ -41,62 +39,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A resident server on its own socket, started fresh by the test and killed when dropped
-/// (also when the test panics).
-struct Server {
-    child: Child,
-    sock: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("asr.sock");
-        let child = Command::new(bin())
-            .arg("serve")
-            .arg("--model")
-            .arg(model())
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .expect("start asr_bridge serve");
-        let s = Server { child, sock, dir };
-        let addr = format!("unix:{}", s.sock.display()).parse::<ServerAddr>().unwrap();
-        let until = Instant::now() + Duration::from_secs(60);
-        while fetch_stats(&addr, Duration::from_secs(2)).is_err() {
-            assert!(Instant::now() < until, "server did not come up; log:\n{}", s.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn arg(&self) -> String {
-        format!("--server=unix:{}", self.sock.display())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Bridge options for a call on `server`: a reply deadline that is not what these tests are
-/// about (a fresh server's first blocks take about a second each).
-fn on(server: &Server, args: &[&str]) -> Vec<String> {
-    let mut all = vec![server.arg(), "--server-timeout=20s".to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    all
-}
-
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -106,10 +48,6 @@ fn realtime(mut call: Call) -> Call {
     call.opts.speed = 1.0;
     call.opts.max_wall = Duration::from_secs(30);
     call
-}
-
-fn speech_start_s(name: &str) -> f64 {
-    manifest().into_iter().find(|e| e["file"] == name).unwrap()["speech_start_s"].as_f64().unwrap()
 }
 
 /// Host time (ms) of the first command starting with `prefix`.
@@ -181,8 +119,8 @@ fn barge_in_while_the_model_loads_stops_the_prompt_within_350ms() {
 #[test]
 fn barge_in_on_a_fresh_server_stops_the_prompt_within_350ms() {
     let _g = serial();
-    let server = Server::start();
-    let out = barge_in_call(&strs(&on(&server, &[])));
+    let server = Server::start(&[]);
+    let out = barge_in_call(&strs(&server.call_args(&[])));
     assert_served(&out);
     assert_barge_in_within_350ms(&out);
 }
@@ -231,8 +169,8 @@ fn no_input_while_the_model_loads_fires_at_2s_without_audio_frames() {
 #[test]
 fn no_input_on_a_fresh_server_fires_at_2s() {
     let _g = serial();
-    let server = Server::start();
-    let out = no_input_call(true, &strs(&on(&server, &[])));
+    let server = Server::start(&[]);
+    let out = no_input_call(true, &strs(&server.call_args(&[])));
     assert_no_input_at_2s(&out);
     assert_served(&out);
 }
@@ -240,8 +178,8 @@ fn no_input_on_a_fresh_server_fires_at_2s() {
 #[test]
 fn no_input_on_a_fresh_server_fires_at_2s_without_audio_frames() {
     let _g = serial();
-    let server = Server::start();
-    let out = no_input_call(false, &strs(&on(&server, &[])));
+    let server = Server::start(&[]);
+    let out = no_input_call(false, &strs(&server.call_args(&[])));
     assert_no_input_at_2s(&out);
     assert_served(&out);
 }
@@ -291,8 +229,8 @@ fn dtmf_without_audio_frames_while_the_model_loads_ends_at_once() {
 #[test]
 fn dtmf_without_audio_frames_on_a_fresh_server_ends_at_once() {
     let _g = serial();
-    let server = Server::start();
-    let out = dtmf_call(&strs(&on(&server, &[])));
+    let server = Server::start(&[]);
+    let out = dtmf_call(&strs(&server.call_args(&[])));
     assert_dtmf_at_once(&out);
     assert_served(&out);
 }
@@ -303,13 +241,13 @@ fn dtmf_without_audio_frames_on_a_fresh_server_ends_at_once() {
 /// server warmed by one call; `--end-silence=700ms`. The host marks the frame holding the
 /// manifest's speech end.
 fn warm_server_dtx_call() -> (Server, Outcome) {
-    let server = Server::start();
-    let warm = Call::new(HELLO, &strs(&on(&server, &["--end-silence=700ms"]))).run();
+    let server = Server::start(&[]);
+    let warm = Call::new(HELLO, &strs(&server.call_args(&["--end-silence=700ms"]))).run();
     warm.assert_ok();
     let end = speech_end_s(HELLO);
     let (mut samples, rate) = read_mono16(&wav(HELLO)).unwrap();
     samples.truncate(((end + 0.1) * rate as f64) as usize);
-    let mut call = realtime(Call::with_samples(samples, rate, &strs(&on(&server, &["--end-silence=700ms"]))));
+    let mut call = realtime(Call::with_samples(samples, rate, &strs(&server.call_args(&["--end-silence=700ms"]))));
     call.opts.tail = Tail::Nothing;
     call.opts.mark_s = Some(end);
     let out = call.run();

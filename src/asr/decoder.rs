@@ -201,6 +201,12 @@ fn local_source(info: &ModelInfo, opts: &EngineOptions, events: &Sender<Event>) 
 
 type Recorder = hound::WavWriter<BufWriter<std::fs::File>>;
 
+/// Writing the `--record` file failed.
+fn record_error(cfg: &DecoderConfig, e: impl std::fmt::Display) -> AsrError {
+    let path = cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    AsrError::Record { path, reason: e.to_string() }
+}
+
 /// The running stage.
 struct Stage<'a> {
     cfg: &'a DecoderConfig,
@@ -240,9 +246,8 @@ pub fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> 
     if fault_injected() {
         panic!("fault injected by ASR_BRIDGE_FAULT");
     }
-    let record_path = cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let recorder = match &cfg.record {
-        Some(p) => Some(hound::WavWriter::create(p, mono16_spec(cfg.rate)).map_err(|e| AsrError::Record { path: record_path.clone(), reason: e.to_string() })?),
+        Some(p) => Some(hound::WavWriter::create(p, mono16_spec(cfg.rate)).map_err(|e| record_error(cfg, e))?),
         None => None,
     };
     let block = block_len(cfg.rate);
@@ -254,8 +259,7 @@ pub fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> 
 
 impl Stage<'_> {
     fn record_err(&self, e: impl std::fmt::Display) -> AsrError {
-        let path = self.cfg.record.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        AsrError::Record { path, reason: e.to_string() }
+        record_error(self.cfg, e)
     }
 
     fn finish_recording(&mut self) -> Result<(), AsrError> {
@@ -270,10 +274,8 @@ impl Stage<'_> {
         loop {
             match self.input.spans.recv_timeout(IDLE_TICK) {
                 Ok(Span::Begin) => {}
-                Ok(Span::End { upto, .. }) => {
-                    self.skip_to(upto)?; // a span whose Begin was consumed by a stop
-                    continue;
-                }
+                // The endpointer sends every End after its Begin, and `span` takes it.
+                Ok(Span::End { .. }) => continue,
                 Ok(Span::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     // A connection that cannot be kept is dropped: the span opens a new one.
@@ -316,25 +318,24 @@ impl Stage<'_> {
                 None => usize::MAX,
             };
             let took = self.take(want.min(self.block - self.buf.len()))?;
-            let wanted = end.is_none_or(|(_, text)| text);
-            if self.buf.len() == self.block || (end.is_some() && self.taken == end.map_or(0, |e| e.0) && !self.buf.is_empty()) {
-                if wanted {
+            let at_end = end.is_some_and(|(upto, _)| self.taken == upto);
+            // A whole block, or the span's last (shorter) one.
+            if self.buf.len() == self.block || (at_end && !self.buf.is_empty()) {
+                if end.is_none_or(|(_, text)| text) {
                     self.feed(&mut live)?;
                 }
                 self.buf.clear();
             }
-            if let Some((upto, text)) = end {
-                if self.taken == upto && self.buf.is_empty() {
-                    if let Some(r) = self.recorder.as_mut() {
-                        let _ = r.flush(); // a valid WAV up to here, whatever comes next
-                    }
-                    if text {
-                        self.report(live)?;
-                    } else if let Some(d) = live.decoder.take() {
-                        d.abandon();
-                    }
-                    return Ok(SpanEnd::Done);
+            if let (true, Some((_, text))) = (at_end, end) {
+                if let Some(r) = self.recorder.as_mut() {
+                    let _ = r.flush(); // a valid WAV up to here, whatever comes next
                 }
+                if text {
+                    self.report(live)?;
+                } else if let Some(d) = live.decoder.take() {
+                    d.abandon();
+                }
+                return Ok(SpanEnd::Done);
             }
             if took == 0 {
                 if let Some(d) = live.decoder.as_mut() {
@@ -374,18 +375,6 @@ impl Stage<'_> {
         self.taken += n as u64;
         self.input.stats.decoded.store(self.taken, std::sync::atomic::Ordering::Release);
         Ok(n)
-    }
-
-    /// Drops the ring's samples up to `upto` undecoded (still recorded).
-    fn skip_to(&mut self, upto: u64) -> Result<(), AsrError> {
-        while self.taken < upto {
-            self.buf.clear();
-            if self.take(((upto - self.taken) as usize).min(self.block))? == 0 {
-                std::thread::park_timeout(IDLE_TICK);
-            }
-        }
-        self.buf.clear();
-        Ok(())
     }
 
     /// Hands the block buffer to the decoder; a lost server is rescued where armed.

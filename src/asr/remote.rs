@@ -280,14 +280,18 @@ impl RemoteEngine {
 
     /// The next reply, within the socket's deadline.
     fn reply(&mut self) -> Result<serde_json::Value, AsrError> {
+        self.next_reply()?.ok_or_else(|| self.lost("no reply within the deadline (--server-timeout)"))
+    }
+
+    /// The next reply; None when none came in time (a blocking socket's deadline) or none is
+    /// there yet (a non-blocking one).
+    fn next_reply(&mut self) -> Result<Option<serde_json::Value>, AsrError> {
         loop {
             match self.ws.read() {
-                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).map_err(|e| self.lost(format!("bad reply: {e}"))),
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).map(Some).map_err(|e| self.lost(format!("bad reply: {e}"))),
                 Ok(Message::Close(frame)) => return Err(self.closed(frame)),
                 Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(self.lost("no reply within the deadline (--server-timeout)"))
-                }
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Ok(None),
                 Err(e) => return Err(self.lost(e)),
             }
         }
@@ -345,15 +349,10 @@ impl RemoteEngine {
         self.oldest_left()?;
         self.ws.get_ref().set_nonblocking(true).map_err(|e| self.lost(e))?;
         let res = loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => match serde_json::from_str::<serde_json::Value>(t.as_str()) {
-                    Ok(v) => self.on_reply(&v),
-                    Err(e) => break Err(self.lost(format!("bad reply: {e}"))),
-                },
-                Ok(Message::Close(frame)) => break Err(self.closed(frame)),
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) => break Err(self.lost(e)),
+            match self.next_reply() {
+                Ok(Some(v)) => self.on_reply(&v),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             }
         };
         self.ws.get_ref().set_nonblocking(false).map_err(|e| self.lost(e))?;

@@ -113,7 +113,12 @@ fn mean_square(samples: &[i16]) -> f64 {
 
 /// RMS level in dBFS (relative to 32768); `-inf` for empty input or digital silence.
 pub fn rms_dbfs(samples: &[i16]) -> f64 {
-    10.0 * (mean_square(samples) / (32768.0 * 32768.0)).log10()
+    dbfs(mean_square(samples))
+}
+
+/// A mean square as dBFS (relative to 32768).
+fn dbfs(mean_square: f64) -> f64 {
+    10.0 * (mean_square / (32768.0 * 32768.0)).log10()
 }
 
 /// Blocks of this many samples decide which part of the speech is active in [`mix_at_snr`].
@@ -121,12 +126,9 @@ pub const ACTIVE_BLOCK: usize = 160;
 /// Blocks above this RMS level (dBFS) are active speech in [`mix_at_snr`].
 pub const ACTIVE_DBFS: f64 = -50.0;
 
-/// Speech plus noise at `snr_db`: the noise is scaled so that the speech's RMS over its active
-/// part (blocks of [`ACTIVE_BLOCK`] samples above [`ACTIVE_DBFS`]; the whole signal when none
-/// is) exceeds the noise's RMS (over the whole noise buffer) by `snr_db`. The result is as long
-/// as the longer input: noise longer than the speech continues after it, speech longer than
-/// the noise continues clean. Sums saturate at the i16 range.
-pub fn mix_at_snr(speech: &[i16], noise: &[i16], snr_db: f64) -> Vec<i16> {
+/// Mean square of the active part of `speech` (blocks of [`ACTIVE_BLOCK`] samples above
+/// [`ACTIVE_DBFS`]; the whole signal when none is).
+fn active_mean_square(speech: &[i16]) -> f64 {
     let (mut sum, mut n) = (0.0f64, 0usize);
     for block in speech.chunks(ACTIVE_BLOCK) {
         if rms_dbfs(block) > ACTIVE_DBFS {
@@ -134,7 +136,25 @@ pub fn mix_at_snr(speech: &[i16], noise: &[i16], snr_db: f64) -> Vec<i16> {
             n += block.len();
         }
     }
-    let speech_ms = if n > 0 { sum / n as f64 } else { mean_square(speech) };
+    if n > 0 {
+        sum / n as f64
+    } else {
+        mean_square(speech)
+    }
+}
+
+/// RMS level (dBFS) of the active part of `speech`, as [`mix_at_snr`] measures it.
+pub fn active_rms_dbfs(speech: &[i16]) -> f64 {
+    dbfs(active_mean_square(speech))
+}
+
+/// Speech plus noise at `snr_db`: the noise is scaled so that the speech's RMS over its active
+/// part (blocks of [`ACTIVE_BLOCK`] samples above [`ACTIVE_DBFS`]; the whole signal when none
+/// is) exceeds the noise's RMS (over the whole noise buffer) by `snr_db`. The result is as long
+/// as the longer input: noise longer than the speech continues after it, speech longer than
+/// the noise continues clean. Sums saturate at the i16 range.
+pub fn mix_at_snr(speech: &[i16], noise: &[i16], snr_db: f64) -> Vec<i16> {
+    let speech_ms = active_mean_square(speech);
     let noise_ms = mean_square(noise);
     let gain = if noise_ms > 0.0 { (speech_ms / noise_ms).sqrt() * 10f64.powf(-snr_db / 20.0) } else { 0.0 };
     (0..speech.len().max(noise.len()))

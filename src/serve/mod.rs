@@ -318,14 +318,7 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     };
     if wants_stats.get() {
         let mut j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
-        let (idle, keys) = sh.warm.idle();
-        j["warm"] = serde_json::json!({
-            "idle": idle,
-            "keys": keys,
-            "reused": sh.warm.reused.load(Ordering::Relaxed),
-            "built": sh.warm.built.load(Ordering::Relaxed),
-            "retired": sh.warm.retired.load(Ordering::Relaxed),
-        });
+        j["warm"] = sh.warm.to_json();
         let _ = ws.send(Message::text(j.to_string()));
         let _ = ws.close(None);
         let _ = ws.flush();

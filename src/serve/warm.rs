@@ -122,6 +122,18 @@ impl<E> WarmPool<E> {
     pub fn idle(&self) -> (usize, usize) {
         self.idle.lock().map(|m| (m.values().map(Vec::len).sum(), m.len())).unwrap_or((0, 0))
     }
+
+    /// The pool's part of `asr_bridge stats`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (idle, keys) = self.idle();
+        serde_json::json!({
+            "idle": idle,
+            "keys": keys,
+            "reused": self.reused.load(Ordering::Relaxed),
+            "built": self.built.load(Ordering::Relaxed),
+            "retired": self.retired.load(Ordering::Relaxed),
+        })
+    }
 }
 
 #[cfg(test)]

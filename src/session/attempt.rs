@@ -247,10 +247,7 @@ impl<'a> Attempt<'a> {
 
     fn on_event(&mut self, ev: Event, now: Now, out: &mut Vec<Action>) {
         match ev {
-            Event::ModelLoaded { .. } | Event::FellBack { .. } => {
-                self.loaded = true;
-                self.deadline = now.at + self.listen_budget + self.prompt_allowance();
-            }
+            Event::ModelLoaded { .. } | Event::FellBack { .. } => self.model_ready(now.at),
             Event::SpeechStarted { .. } => self.speech = true,
             Event::BargeIn { at_ms } => {
                 if self.prompting && self.menu.barge_in && !self.keys.active {

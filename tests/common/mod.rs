@@ -9,6 +9,8 @@ use std::time::Duration;
 use asr_bridge::audio::wav::read_mono16;
 use asr_bridge::sim::{self, SimOptions, SimResult};
 
+pub mod server;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -36,6 +38,14 @@ pub fn wav(name: &str) -> PathBuf {
 pub fn manifest() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(root().join("test-audio/manifest.json")).expect("test-audio/manifest.json");
     serde_json::from_str(&text).expect("manifest is JSON")
+}
+
+pub fn speech_start_s(name: &str) -> f64 {
+    manifest()
+        .into_iter()
+        .find(|e| e["file"] == name)
+        .and_then(|e| e["speech_start_s"].as_f64())
+        .expect("speech_start_s in manifest")
 }
 
 pub fn speech_end_s(name: &str) -> f64 {
