@@ -195,6 +195,23 @@ fn audio_beyond_the_decoder_ring_is_counted_and_logged() {
 }
 
 #[test]
+fn audio_after_the_end_of_speech_is_not_counted_lost_while_the_text_is_awaited() {
+    // The end of speech is decided at once, then the text takes long (a server that never
+    // answers the handshake, 4 s) while the host pours silence at 60x: 240 s of audio nobody
+    // listens to, more than the fd 3 ring holds. It is dropped as it comes, not counted lost.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap(); // never accepts
+    let server = format!("--server=unix:{}", sock.display());
+    let mut call = Call::new("ko-hello-8k.wav", &[&server, "--server-timeout=4s", "--end-silence=700ms"]);
+    call.opts.speed = 60.0;
+    let out = call.run();
+    assert_eq!(out.res.frames_dropped, 0, "{}", out.log);
+    assert_eq!(out.json()["samples_dropped"], 0, "{}", out.json());
+    assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
+}
+
+#[test]
 fn audio_in_the_wrong_rate_does_not_crash() {
     let out = Call::new("ko-hello-8k.wav", &["--rate=16000", "--end-silence=700ms"]).run();
     assert!(matches!(out.status(), "OK" | "NOMATCH" | "NOINPUT"), "{}", out.log);

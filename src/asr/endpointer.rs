@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::endpoint::{EndReason, SpeechTracker, Timers, VoiceDetector};
 use super::noise::NoiseGate;
@@ -28,6 +28,9 @@ pub const DTX_GRACE: Duration = Duration::from_millis(60);
 
 /// The longest sleep between checks while listening (the reader wakes the thread sooner).
 const MAX_NAP_MS: f64 = 20.0;
+
+/// How often audio that arrives between attempts is dropped (the ring holds 32-64 s).
+const IDLE_DRAIN: Duration = Duration::from_millis(100);
 
 /// What the endpointer needs.
 #[derive(Debug, Clone, Copy)]
@@ -104,18 +107,20 @@ impl Controls {
 
     pub fn send(&self, c: Control) -> Result<(), crossbeam_channel::SendError<Control>> {
         let r = self.tx.send(c);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
-        }
+        self.wake();
         r
     }
 
     pub fn try_send(&self, c: Control) -> Result<(), crossbeam_channel::TrySendError<Control>> {
         let r = self.tx.try_send(c);
+        self.wake();
+        r
+    }
+
+    fn wake(&self) {
         if let Some(t) = self.thread.get() {
             t.unpark();
         }
-        r
     }
 }
 
@@ -174,12 +179,24 @@ impl Endpointer {
     /// Serves attempts until told to stop.
     pub fn run(mut self, events: &Sender<Event>, control: &Receiver<Control>) {
         let _ = self.audio.waker.set(std::thread::current());
+        let mut listened = false;
         loop {
-            let (drain_to, timers_at) = match control.recv() {
+            let (drain_to, timers_at) = match control.recv_timeout(IDLE_DRAIN) {
                 Ok(Control::Start { drain_to, timers_at }) => (drain_to, timers_at),
                 Ok(Control::StartTimers { .. } | Control::Abandon) => continue,
-                Ok(Control::Stop) | Err(_) => break,
+                Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Between attempts nobody listens, and every later attempt starts by
+                    // dropping what came meanwhile: drop it as it comes, so a decoder that
+                    // takes long over the last text cannot make the fd 3 ring overflow. Before
+                    // the first attempt the audio is kept (the caller may speak at once).
+                    if listened {
+                        self.drain_to(u64::MAX);
+                    }
+                    continue;
+                }
             };
+            listened = true;
             if let Some(to) = drain_to {
                 self.drain_to(to);
             }
