@@ -129,7 +129,7 @@ bench: $(LIBVOSK) model peer-venv
 	cargo bench --bench ring --bench agi --bench pipeline
 	cargo build --release
 	target/release/asr_bridge bench --manifest test-audio --model $(MODEL_DIR) --calls 1,2,4,8 --timing \
-	    --served --served-calls 3,6,12 \
+	    --served --served-calls 4,8,12 \
 	    --peer benches/peer/vosk_eagi.py --peer-python $(PEER_PY) --out bench-out
 
 # The peer: an in-process Python EAGI script with the vosk PyPI package, in its own venv.

@@ -5,8 +5,10 @@
 //! `make soak` runs 500 calls (`cargo bench --bench soak -- --calls=500`); without `--bench`
 //! (as `cargo test --all-targets` runs it) 6 calls. Each call is at random in-process or
 //! served by one `asr_bridge serve` started here (`--served`: all served); afterwards the
-//! server must hold no recognizer, have counted every call, and drain and exit 0 on SIGTERM.
-//! Counts go to `bench-out/soak.json`.
+//! server must hold no recognizer, have counted every call and every recognizer it built
+//! (idle in its warm pool, retired or discarded), and drain and exit 0 on SIGTERM. Its memory
+//! is sampled every 50 calls: in a full run it must stay flat (warm recognizers are reused,
+//! not accumulated). Counts go to `bench-out/soak.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -79,6 +81,13 @@ fn main() {
     let mut problems: Vec<String> = Vec::new();
     let mut hangups = 0;
     let t0 = Instant::now();
+    // (calls so far, server RSS MB, warm pool's idle MB)
+    let mut memory: Vec<(usize, f64, f64)> = Vec::new();
+    let sample = |i: usize, memory: &mut Vec<(usize, f64, f64)>| {
+        let rss = asr_bridge::log::proc_kb(&server.id().to_string(), "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+        let idle = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5)).ok().and_then(|s| s["warm"]["idle_mb"].as_f64()).unwrap_or(f64::NAN);
+        memory.push((i, rss, idle));
+    };
     for i in 0..calls {
         let (name, samples, rate) = &corpus[rng.below(corpus.len() as u64) as usize];
         let dur_ms = samples.len() as u64 * 1000 / *rate as u64;
@@ -136,8 +145,9 @@ fn main() {
                 problems.push(format!("call {i} ({name}): exit {after:.0} ms after SIGHUP"));
             }
         }
-        if full && (i + 1) % 50 == 0 {
-            eprintln!("{} calls, {:.0} s", i + 1, t0.elapsed().as_secs_f64());
+        if (i + 1) % 50 == 0 {
+            sample(i + 1, &mut memory);
+            eprintln!("{} calls, {:.0} s, server memory {:?}", i + 1, t0.elapsed().as_secs_f64(), memory.last());
         }
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -155,6 +165,19 @@ fn main() {
     if counted != stats["accepted"].as_u64().unwrap_or(u64::MAX) {
         problems.push(format!("server counts do not add up: {stats}"));
     }
+    let w = &stats["warm"];
+    let n = |k: &str| w[k].as_u64().unwrap_or(u64::MAX / 4);
+    if n("built") != n("idle") + n("retired") + n("discarded") {
+        problems.push(format!("every recognizer built is idle, retired or discarded: {w}"));
+    }
+    // Flat: from the 100th call on (the pool full and its recognizers warm), the server grows
+    // by no more than one recognizer's bound.
+    let bound_mb = w["max_mb"].as_f64().unwrap_or(0.0);
+    if let (Some(early), Some(late)) = (memory.iter().find(|m| m.0 >= 100), memory.last()) {
+        if late.1 > early.1 + bound_mb {
+            problems.push(format!("server memory grew from {:.0} MB at call {} to {:.0} MB at call {}", early.1, early.0, late.1, late.0));
+        }
+    }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     let status = server.wait().expect("server exit");
@@ -165,7 +188,8 @@ fn main() {
     let fds_after = open_fds();
     let report = serde_json::json!({
         "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes, "served_calls": served_calls,
-        "server": { "accepted": stats["accepted"], "completed": stats["completed"], "aborted": stats["aborted"], "refused": stats["refused"], "decode_lag_ms": stats["decode_lag_ms"] },
+        "server": { "accepted": stats["accepted"], "completed": stats["completed"], "aborted": stats["aborted"], "refused": stats["refused"], "decode_lag_ms": stats["decode_lag_ms"], "warm": stats["warm"] },
+        "server_memory": memory.iter().map(|(i, rss, idle)| serde_json::json!({"calls": i, "rss_mb": rss, "warm_idle_mb": idle})).collect::<Vec<_>>(),
         "problems": problems, "leftover_processes": left.len(),
         "fds_before": fds_before, "fds_after": fds_after, "wall_s": t0.elapsed().as_secs_f64(),
     });

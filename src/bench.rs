@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// Extra concurrency levels for the served mode only (in-process would need a model each).
     #[arg(long, value_delimiter = ',')]
     pub served_calls: Vec<usize>,
+    /// Each served level runs this many times in a row (the first finds the pool cold, the last
+    /// is the steady state reported), on a server with warm recognizers and on one with
+    /// `--cold` (a recognizer per call, as vosk-server does).
+    #[arg(long, default_value_t = 4)]
+    pub served_rounds: usize,
     /// Add the caller-facing timing section: barge-in, no-input, end of speech, noise alone,
     /// speech in noise, each a call at real time in-process (model still loading), on a fresh
     /// server and on a warm one (about two minutes).
@@ -99,15 +104,20 @@ pub(crate) struct BenchServer {
 
 impl BenchServer {
     pub(crate) fn start(model: &Path, dir: &Path, max_calls: usize) -> Result<BenchServer, String> {
+        Self::start_pool(model, dir, max_calls, Pooling::Warm)
+    }
+
+    fn start_pool(model: &Path, dir: &Path, max_calls: usize, pooling: Pooling) -> Result<BenchServer, String> {
         let exe = exe()?;
-        let sock = dir.join("asr.sock");
+        let sock = dir.join(format!("asr-{}.sock", pooling.name()));
         let child = std::process::Command::new(exe)
             .arg("serve")
             .arg(format!("--model={}", model.display()))
             .arg(format!("--listen=unix:{}", sock.display()))
             .arg(format!("--max-calls={max_calls}"))
+            .args((pooling == Pooling::Cold).then_some("--cold"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("serve.log")).map_err(|e| e.to_string())?)
+            .stderr(std::fs::File::create(dir.join(format!("serve-{}.log", pooling.name()))).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("starting asr_bridge serve: {e}"))?;
         let addr = format!("unix:{}", sock.display());
@@ -134,6 +144,29 @@ impl BenchServer {
     /// The server's resident memory now, kB.
     fn rss_kb(&self) -> u64 {
         crate::log::proc_kb(&self.child.id().to_string(), "status", "VmRSS:").unwrap_or(0)
+    }
+
+    /// CPU seconds the server has used, and seconds of audio it has been sent.
+    fn work(&self) -> (f64, f64) {
+        let cpu = crate::log::proc_cpu_s(self.child.id()).unwrap_or(f64::NAN);
+        let audio = self.stats().ok().and_then(|s| s["audio_s"].as_f64()).unwrap_or(f64::NAN);
+        (cpu, audio)
+    }
+}
+
+/// Whether a bench server keeps warm recognizers or builds one per call (`--cold`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    Warm,
+    Cold,
+}
+
+impl Pooling {
+    fn name(self) -> &'static str {
+        match self {
+            Pooling::Warm => "warm",
+            Pooling::Cold => "cold",
+        }
     }
 }
 
@@ -312,7 +345,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     let entries: Vec<&Value> = manifest.iter().filter(|e| e["kind"] == "speech").take(limit).collect();
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
-    let server = if args.served && !args.timing_only {
+    let mut server = if args.served && !args.timing_only {
         let max = args.calls.iter().chain(&args.served_calls).copied().max().unwrap_or(1).max(1);
         eprintln!("starting asr_bridge serve (one model for every served call)...");
         Some(BenchServer::start(&args.model, work.path(), max)?)
@@ -397,25 +430,33 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         eprintln!();
     }
 
-    // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on one WAV,
-    // in-process (a model per call) and, with --served, through the one resident server.
+    // Concurrency: N simultaneous calls (N processes, as Asterisk runs them) on the bundled
+    // WAVs in turn, in-process (a model per call) and, with --served, through a resident server
+    // with warm recognizers and through one without (--cold).
+    let corpus: Vec<(PathBuf, &Value)> = entries
+        .iter()
+        .map(|e| {
+            let name = e["file"].as_str().unwrap_or("");
+            (if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) }, *e)
+        })
+        .collect();
     let mut levels = Vec::new();
     let mut served_levels = Vec::new();
-    if let Some(e) = entries.first() {
-        let name = e["file"].as_str().unwrap_or("");
-        let wav = if Path::new(name).is_absolute() { PathBuf::from(name) } else { base.join(name) };
+    if !corpus.is_empty() {
         for &n in &args.calls {
             eprint!("\rconcurrency: {n} calls at once (in-process){:<30}", "");
-            levels.push(level(args, &wav, e, work.path(), n, None, server.as_ref().map(|s| s.child.id())));
+            levels.push(level(args, &corpus, 0, work.path(), n, None, server.as_ref().map(|s| s.child.id())));
         }
-        if let Some(srv) = &server {
+        if let Some(srv) = server.take() {
             let mut ns: Vec<usize> = args.calls.iter().chain(&args.served_calls).copied().collect();
             ns.sort_unstable();
             ns.dedup();
-            for n in ns {
-                eprint!("\rconcurrency: {n} calls at once (served){:<30}", "");
-                served_levels.push(level(args, &wav, e, work.path(), n, Some(srv), None));
-            }
+            served_levels.extend(served_rounds(args, &corpus, work.path(), &ns, &srv, Pooling::Warm));
+            drop(srv);
+            let max = ns.last().copied().unwrap_or(1);
+            let cold = BenchServer::start_pool(&args.model, work.path(), max, Pooling::Cold)?;
+            served_levels.extend(served_rounds(args, &corpus, work.path(), &ns, &cold, Pooling::Cold));
+            server = Some(cold);
         }
         eprintln!();
     }
@@ -427,7 +468,9 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
             .max()
     };
     let held = held_of(&levels);
-    let held_served = held_of(&served_levels);
+    let of_pool = |p: Pooling| served_levels.iter().filter(|l| l["pool"] == p.name()).cloned().collect::<Vec<_>>();
+    let held_served = held_of(&of_pool(Pooling::Warm));
+    let held_cold = held_of(&of_pool(Pooling::Cold));
 
     // Summary and bounds.
     let lat: Vec<f64> = rows.iter().filter_map(|r| r["latency_ms"].as_f64()).collect();
@@ -452,6 +495,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         "max_dropped": max_dropped,
         "largest_n_without_drops_within_bound": held, "latency_bound_ms": bound,
         "served_largest_n_without_drops_within_bound": held_served,
+        "served_cold_largest_n_without_drops_within_bound": held_cold,
         "served": served_summary(&rows, &levels, &served_levels, server.as_ref().map(|s| s.baseline_rss_kb)),
         "peer_latency_mean_ms": if peer_lat.is_empty() { Value::Null } else { json!(mean(&peer_lat)) },
         "latency_ratio_to_peer": if peer_lat.is_empty() { Value::Null } else { json!(mean(&lat) / mean(&peer_lat)) },
@@ -514,8 +558,9 @@ fn children_pss_kb() -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// N calls at once on one WAV; with `server`, through it, sampling memory meanwhile.
-fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: Option<&BenchServer>, idle_server: Option<u32>) -> Value {
+/// N calls at once, call k on WAV k + `turn` of the corpus; with `server`, through it,
+/// sampling memory meanwhile.
+fn level(args: &BenchArgs, corpus: &[(PathBuf, &Value)], turn: usize, dir: &Path, n: usize, server: Option<&BenchServer>, idle_server: Option<u32>) -> Value {
     let done = std::sync::atomic::AtomicBool::new(false);
     let (runs, (server_peak_kb, pss_peak_kb)) = std::thread::scope(|s| {
         let sampler = s.spawn(|| {
@@ -531,7 +576,8 @@ fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: 
         });
         let hs: Vec<_> = (0..n)
             .map(|k| {
-                let tag = format!("{}{n}-{k}", if server.is_some() { "sc" } else { "c" });
+                let tag = format!("{}{n}-{turn}-{k}", if server.is_some() { "sc" } else { "c" });
+                let (wav, e) = &corpus[(k + turn) % corpus.len()];
                 // In-process, N models load at once on few cores: wait that out so the latency
                 // is the steady state under N decoding streams. Served, nothing loads.
                 let lead = match server {
@@ -574,12 +620,48 @@ fn level(args: &BenchArgs, wav: &Path, e: &Value, dir: &Path, n: usize, server: 
         l["clients_rss_mb"] = json!(clients_kb as f64 / 1024.0);
         l["server_peak_rss_mb"] = json!(server_peak_kb as f64 / 1024.0);
         l["one_model_mb"] = json!(sv.baseline_rss_kb as f64 / 1024.0);
-        let bound = sv.baseline_rss_kb as f64 / 1024.0 + 30.0 * n as f64;
+        let stats = sv.stats().unwrap_or(Value::Null);
+        // One model, and a recognizer for each call and each warm one kept beyond them.
+        let recognizers = stats["warm"]["idle"].as_u64().unwrap_or(0).max(n as u64);
+        let bound = sv.baseline_rss_kb as f64 / 1024.0 + RECOGNIZER_MB * recognizers as f64;
         l["memory_bound_mb"] = json!(bound);
         l["within_memory_bound"] = json!(pss_peak_kb as f64 / 1024.0 <= bound);
-        l["server"] = sv.stats().unwrap_or(Value::Null);
+        l["server"] = stats;
     }
     l
+}
+
+/// Memory bound per recognizer a server holds, MB (issue 12's target).
+const RECOGNIZER_MB: f64 = 45.0;
+
+/// Each served level `--served-rounds` times in a row on `server`: the last round is the row
+/// (the steady state), the first is kept beside it (`first_round`); server CPU per second of
+/// audio for each.
+fn served_rounds(args: &BenchArgs, corpus: &[(PathBuf, &Value)], dir: &Path, ns: &[usize], server: &BenchServer, pooling: Pooling) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for &n in ns {
+        let mut first = Value::Null;
+        let mut last = Value::Null;
+        for round in 0..args.served_rounds.max(1) {
+            eprint!("\rconcurrency: {n} calls at once (served, {} recognizers, round {}){:<10}", pooling.name(), round + 1, "");
+            let (cpu0, audio0) = server.work();
+            let mut l = level(args, corpus, round, dir, n, Some(server), None);
+            let (cpu1, audio1) = server.work();
+            l["server_cpu_per_audio_s"] = json!((cpu1 - cpu0) / (audio1 - audio0));
+            if round == 0 {
+                first = l.clone();
+            }
+            last = l;
+        }
+        last["pool"] = json!(pooling.name());
+        last["rounds"] = json!(args.served_rounds.max(1));
+        last["first_round"] = json!({
+            "latency_p50_ms": first["latency_p50_ms"], "latency_p95_ms": first["latency_p95_ms"],
+            "ok": first["ok"], "statuses": first["statuses"], "server_cpu_per_audio_s": first["server_cpu_per_audio_s"],
+        });
+        rows.push(last);
+    }
+    rows
 }
 
 /// Served versus in-process, side by side.
@@ -595,11 +677,24 @@ fn served_summary(rows: &[Value], levels: &[Value], served: &[Value], one_model_
         .map(|s| {
             let n = s["calls"].as_u64().unwrap_or(0);
             let inproc = levels.iter().find(|l| l["calls"].as_u64() == Some(n)).map(|l| l["total_pss_peak_mb"].clone());
-            json!({"calls": n, "in_process_mb": inproc, "served_mb": s["total_pss_peak_mb"], "bound_mb": s["memory_bound_mb"], "within": s["within_memory_bound"]})
+            json!({"calls": n, "pool": s["pool"], "in_process_mb": inproc, "served_mb": s["total_pss_peak_mb"], "bound_mb": s["memory_bound_mb"], "within": s["within_memory_bound"]})
+        })
+        .collect();
+    let pool = |p: Pooling| served.iter().filter(|l| l["pool"] == p.name()).collect::<Vec<_>>();
+    let cpu = |p: Pooling| mean(pool(p).iter().filter_map(|l| l["server_cpu_per_audio_s"].as_f64()).filter(|v| v.is_finite()).collect());
+    let (cpu_warm, cpu_cold) = (cpu(Pooling::Warm), cpu(Pooling::Cold));
+    let pooling: Vec<Value> = pool(Pooling::Warm)
+        .iter()
+        .map(|w| {
+            let c = pool(Pooling::Cold).into_iter().find(|c| c["calls"] == w["calls"]).cloned().unwrap_or(Value::Null);
+            let side = |l: &Value| json!({"latency_p50_ms": l["latency_p50_ms"], "latency_p95_ms": l["latency_p95_ms"], "ok": l["ok"], "dropped": l["dropped"], "server_cpu_per_audio_s": l["server_cpu_per_audio_s"], "pss_peak_mb": l["total_pss_peak_mb"]});
+            json!({"calls": w["calls"], "warm": side(w), "cold": side(&c)})
         })
         .collect();
     json!({
         "one_model_mb": one_model_kb as f64 / 1024.0,
+        "server_cpu_per_audio_s": {"warm": cpu_warm, "cold": cpu_cold, "ratio": cpu_warm.zip(cpu_cold).map(|(a, b)| a / b)},
+        "pooling": pooling,
         "same_text_as_in_process": rows.iter().filter(|r| r["served"]["same_as_in_process"] == true).count(),
         "latency_mean_ms": {"in_process": lat_in, "served": lat_sv, "ratio": lat_sv.zip(lat_in).map(|(a, b)| a / b)},
         "start_to_streaming_mean_ms": {"in_process": st_in, "served": st_sv, "ratio": st_sv.zip(st_in).map(|(a, b)| a / b)},
@@ -647,8 +742,9 @@ fn print_table(r: &Value) {
     }
     for l in r["served_concurrency"].as_array().into_iter().flatten() {
         println!(
-            "served {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, memory (PSS) {} MB, bound {} MB (RSS: server {} + clients {}), start to streaming max {} ms",
-            l["calls"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"],
+            "served {:>2} ({}, round {}): latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, server CPU {} s per audio s (round 1: {}, latency p95 {} ms, OK {}), memory (PSS) {} MB, bound {} MB (RSS: server {} + clients {}), start to streaming max {} ms",
+            l["calls"], l["pool"].as_str().unwrap_or(""), l["rounds"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"],
+            f(&l["server_cpu_per_audio_s"], 3), f(&l["first_round"]["server_cpu_per_audio_s"], 3), f(&l["first_round"]["latency_p95_ms"], 0), l["first_round"]["ok"],
             f(&l["total_pss_peak_mb"], 0), f(&l["memory_bound_mb"], 0), f(&l["server_peak_rss_mb"], 0), f(&l["clients_rss_mb"], 0), f(&l["start_to_streaming_max_ms"], 1)
         );
     }
@@ -747,12 +843,14 @@ fn html(r: &Value) -> String {
                 x["served"]["same_as_in_process"]
             ));
         }
-        h.push_str("</table><table><tr><th>calls</th><th>memory MB in-process</th><th>served</th><th>bound</th><th>latency p50 ms in-process</th><th>served</th><th>OK served</th><th>dropped served</th></tr>");
+        h.push_str("</table><table><tr><th>calls</th><th>recognizers</th><th>server CPU s per audio s</th><th>memory MB in-process</th><th>served</th><th>bound</th><th>latency p50 ms in-process</th><th>served</th><th>OK served</th><th>dropped served</th></tr>");
         for c in &served {
             let inproc = conc.iter().find(|l| l["calls"] == c["calls"]).cloned().unwrap_or(Value::Null);
             h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 c["calls"],
+                c["pool"].as_str().unwrap_or(""),
+                f(&c["server_cpu_per_audio_s"], 3),
                 f(&inproc["total_pss_peak_mb"], 0),
                 f(&c["total_pss_peak_mb"], 0),
                 f(&c["memory_bound_mb"], 0),

@@ -34,13 +34,25 @@ fn report_and_bounds() {
     assert_eq!(r["concurrency"][0]["calls"], 1);
 
     // --served: the same call through a resident server, side by side.
-    let (ok, text, r) = bench(d.path(), &["--served"]);
+    let (ok, text, r) = bench(d.path(), &["--served", "--served-rounds=2"]);
     assert!(ok, "{text}");
     let f = &r["files"][0];
     assert_eq!(f["served"]["backend"], "server", "{r:#}");
     assert_eq!(f["served"]["same_as_in_process"], true, "a fresh server's first call: {r:#}");
     assert!(f["served"]["start_to_streaming_ms"].as_f64().unwrap() < f["start_to_streaming_ms"].as_f64().unwrap());
-    assert_eq!(r["served_concurrency"][0]["ok"], 1);
+    // Served levels, side by side: warm recognizers, then --cold (one built per call).
+    let levels = r["served_concurrency"].as_array().unwrap();
+    let pools: Vec<&str> = levels.iter().map(|l| l["pool"].as_str().unwrap()).collect();
+    assert_eq!(pools, ["warm", "cold"], "{r:#}");
+    for l in levels {
+        assert_eq!((&l["ok"], &l["first_round"]["ok"], &l["rounds"]), (&1.into(), &1.into(), &2.into()), "{l:#}");
+        let cpu = l["server_cpu_per_audio_s"].as_f64().unwrap();
+        assert!(cpu > 0.01 && cpu < 5.0, "server CPU per audio second measured: {l:#}");
+    }
+    assert!(levels[0]["server"]["warm"]["reused"].as_u64().unwrap() >= 1, "the warm server reused a recognizer: {:#}", levels[0]["server"]);
+    assert_eq!(levels[1]["server"]["warm"]["reused"], 0, "the cold one never: {:#}", levels[1]["server"]);
+    let cpu = &r["summary"]["served"]["server_cpu_per_audio_s"];
+    assert!(cpu["ratio"].as_f64().is_some_and(f64::is_finite), "{cpu}");
     assert!(r["summary"]["served"]["one_model_mb"].as_f64().unwrap() > 100.0);
     let html = std::fs::read_to_string(d.path().join("report.html")).unwrap();
     assert!(html.contains("Served (one asr_bridge serve) versus in-process"));

@@ -484,3 +484,40 @@ fn warm_recognizers_are_reused_and_add_no_history_of_their_own() {
     assert_eq!((cs["built"].as_u64(), cs["reused"].as_u64(), cs["idle"].as_u64()), (Some(3), Some(0), Some(0)), "{cs}");
     assert_eq!(warm, cold, "the third call's recognizer had served two different callers before");
 }
+
+/// A call cut off mid-utterance (its client goes away without `eof`) still gives its
+/// recognizer back warm: the server takes libvosk's final result and drops it, which ends the
+/// utterance, so nothing of that caller carries into the next call. The next call's text and
+/// confidence equal those on a `--cold` server whose client took the same final result itself
+/// (`eof` after the same audio: both shared models then have the same history).
+#[test]
+fn a_call_cut_off_mid_utterance_gives_back_a_clean_recognizer() {
+    let (numbers, _) = asr_bridge::audio::wav::read_mono16(&root().join("test-audio/ko-numbers-8k.wav")).unwrap();
+    let run = |extra: &[&str], cut_off: bool| {
+        let server = Server::start(extra);
+        let first = served("ko-hello-8k.wav", &server, &["--end-silence=700ms"]);
+        first.assert_ok();
+        let mut ws = server.raw_client();
+        for block in numbers[..16000].chunks(800) {
+            let bytes: Vec<u8> = block.iter().flat_map(|s| s.to_le_bytes()).collect();
+            ws.send(Message::binary(bytes)).unwrap();
+            ws.read().unwrap();
+        }
+        if cut_off {
+            drop(ws);
+        } else {
+            ws.send(Message::text(r#"{"eof" : 1}"#)).unwrap();
+            ws.read().unwrap();
+        }
+        server.wait_for("the cut-off call to end", |s| s["active"] == 0);
+        let next = served("ko-weather-8k.wav", &server, &["--end-silence=700ms"]);
+        next.assert_ok();
+        ((next.var("ASR_TEXT").to_string(), next.var("ASR_CONFIDENCE").to_string()), server.stats()["warm"].clone())
+    };
+    let (warm, ws) = run(&[], true);
+    let (cold, cs) = run(&["--cold"], false);
+    assert_eq!((ws["built"].as_u64(), ws["reused"].as_u64(), ws["idle"].as_u64(), ws["discarded"].as_u64()), (Some(1), Some(2), Some(1), Some(0)), "{ws}");
+    assert_eq!((cs["built"].as_u64(), cs["reused"].as_u64()), (Some(3), Some(0)), "{cs}");
+    assert!(ws["idle_mb"].as_f64().unwrap() > 5.0, "what the idle recognizer holds is counted: {ws}");
+    assert_eq!(warm, cold, "the recognizer had been cut off mid-utterance by the previous caller");
+}

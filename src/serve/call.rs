@@ -11,6 +11,7 @@
 //! grammar JSON guarded against libvosk's crashes, resampling when the model needs it), so a
 //! call fed the same blocks decodes the same way.
 
+use super::meter::net_bytes;
 use super::warm::{Warm, WarmKey, WarmPool};
 use std::sync::Mutex;
 
@@ -116,6 +117,10 @@ pub struct ServedCall {
     key: WarmKey,
     oov: Vec<String>,
     uses: u32,
+    /// What the recognizer holds in memory, bytes ([`super::meter`]).
+    bytes: i64,
+    /// libvosk reported an error: not reused.
+    broken: bool,
 }
 
 /// The reply to audio that closed no segment, when partials are off.
@@ -126,12 +131,13 @@ impl ServedCall {
     /// model. Also the grammar words the model does not know.
     pub fn open(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
         let key = WarmKey { rate: cfg.sample_rate, grammar: cfg.phrase_list.clone(), alternatives: cfg.max_alternatives, words: cfg.words };
-        let (engine, oov, uses) = match warm.take(&key) {
-            Some(w) => (w.engine, w.oov, w.uses),
+        let (engine, oov, uses, bytes) = match warm.take(&key) {
+            Some(w) => (w.engine, w.oov, w.uses, w.bytes),
             None => {
-                let (engine, oov) = Self::build(model, info, cfg)?;
+                let (built, bytes) = net_bytes(|| Self::build(model, info, cfg));
+                let (engine, oov) = built?;
                 warm.note_built();
-                (engine, oov, 0)
+                (engine, oov, 0, bytes)
             }
         };
         let block = block_len(cfg.sample_rate);
@@ -146,15 +152,40 @@ impl ServedCall {
             key,
             oov: oov.clone(),
             uses,
+            bytes,
+            broken: false,
         };
         Ok((call, oov))
     }
 
     /// The recognizer to keep warm after the call's final result, unless it cannot be reused
-    /// cleanly (audio left unfed, or the bridge resamples for it: filter state).
+    /// cleanly (audio left unfed, the bridge resamples for it: filter state, or libvosk failed).
     pub fn into_warm(self) -> Option<(WarmKey, Warm<Engine>)> {
-        let clean = self.pending.is_empty() && self.odd.is_none() && !self.engine.resampling();
-        clean.then(|| (self.key, Warm::new(self.engine, self.oov, self.uses)))
+        let clean = self.pending.is_empty() && self.odd.is_none() && !self.engine.resampling() && !self.broken;
+        clean.then(|| (self.key, Warm::new(self.engine, self.oov, self.uses, self.bytes)))
+    }
+
+    /// A call cut off mid-utterance (client gone, idle, closed without eof): takes libvosk's
+    /// final result and drops it, which ends the utterance as `eof` would (the next accept
+    /// starts a new feature pipeline: nothing of this caller's voice carries over), so the
+    /// recognizer can still go back warm. Audio waiting for a whole block is dropped unfed.
+    pub fn abandon(mut self) -> Option<(WarmKey, Warm<Engine>)> {
+        if self.broken {
+            return None;
+        }
+        self.pending.clear();
+        self.odd = None;
+        let _ = self.metered(|e| Ok(e.result_json(true)));
+        self.into_warm()
+    }
+
+    /// Runs libvosk work on the recognizer, counting what it leaves allocated; an error
+    /// marks the recognizer broken.
+    fn metered<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T, AsrError>) -> Result<T, AsrError> {
+        let (r, grew) = net_bytes(|| f(&mut self.engine));
+        self.bytes += grew;
+        self.broken |= r.is_err();
+        r
     }
 
     /// Builds the recognizer on the shared model (held locked only while building).
@@ -200,17 +231,20 @@ impl ServedCall {
             self.pending.extend_from_slice(&samples);
             let mut at = 0;
             while self.pending.len() - at >= self.block {
-                if self.engine.accept_raw(&self.pending[at..at + self.block])? {
-                    closed.push(self.engine.result_json(false));
+                let block = self.pending[at..at + self.block].to_vec();
+                if let Some(r) = self.metered(|e| Ok(e.accept_raw(&block)?.then(|| e.result_json(false))))? {
+                    closed.push(r);
                 }
                 at += self.block;
             }
             self.pending.drain(..at);
-        } else if !samples.is_empty() && self.engine.accept_raw(&samples)? {
-            closed.push(self.engine.result_json(false));
+        } else if !samples.is_empty() {
+            if let Some(r) = self.metered(|e| Ok(e.accept_raw(&samples)?.then(|| e.result_json(false))))? {
+                closed.push(r);
+            }
         }
         Ok(match closed.len() {
-            0 if self.partials => self.engine.partial_json(),
+            0 if self.partials => self.metered(|e| Ok(e.partial_json()))?,
             0 => NO_PARTIAL.to_string(),
             1 => closed.pop().unwrap_or_default(),
             _ => merge(&closed),
@@ -219,16 +253,15 @@ impl ServedCall {
 
     /// The final result (`eof`/`reset`): feeds what waits for a whole block, then flushes.
     pub fn finish(&mut self) -> Result<String, AsrError> {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            let closed = self.engine.accept_raw(&rest)?;
-            if closed {
-                let first = self.engine.result_json(false);
-                let last = self.engine.result_json(true);
+        let rest = std::mem::take(&mut self.pending);
+        self.metered(|e| {
+            if !rest.is_empty() && e.accept_raw(&rest)? {
+                let first = e.result_json(false);
+                let last = e.result_json(true);
                 return Ok(merge(&[first, last]));
             }
-        }
-        Ok(self.engine.result_json(true))
+            Ok(e.result_json(true))
+        })
     }
 }
 

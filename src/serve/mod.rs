@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod invariants;
+pub mod meter;
 pub mod pool;
 pub mod stats;
 pub mod warm;
@@ -58,8 +59,9 @@ pub struct ServeArgs {
     /// Decode threads [default: the number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Calls served at once; past this a new call is refused at once [default: 2 per worker;
-    /// measure what the machine holds with `asr_bridge bench --served`].
+    /// Calls served at once; past this a new call is refused at once [default: 2 per worker,
+    /// what a warm server held within the latency bound on 2 cores; measure what your machine
+    /// and model hold with `asr_bridge bench --served`].
     #[arg(long)]
     pub max_calls: Option<usize>,
     /// Build a new recognizer for every call (as vosk-server does) instead of reusing warm
@@ -69,6 +71,12 @@ pub struct ServeArgs {
     /// Retire a warm recognizer after this many calls (it grows as it expands its graph).
     #[arg(long, default_value_t = 200)]
     pub warm_max_uses: u32,
+    /// Retire a warm recognizer that holds more than this many MB (`asr_bridge stats` shows
+    /// what the idle ones hold). On the test model one holds 37 MB after its first call, 60-67
+    /// MB after five short ones, and past 96 MB after long calls: what it holds is mostly the
+    /// expanded graph that makes it fast, so a bound below that rebuilds cold recognizers.
+    #[arg(long, default_value_t = 128)]
+    pub warm_max_mb: u32,
     /// Permissions of the Unix socket (octal).
     #[arg(long, default_value = "660")]
     pub socket_mode: String,
@@ -188,11 +196,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         unsafe { signal_hook::low_level::register(s, move || { n.fetch_add(1, Ordering::SeqCst); }) }
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
-    // Few malloc arenas: decoding allocates and frees large buffers on the worker threads, and
-    // an arena per thread would keep each one's high-water mark resident (measured: about 5%
-    // lower peak memory at 8 calls than glibc's default of 8 per core).
-    // SAFETY: mallopt only sets a glibc tunable; called before the worker threads start.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, workers.clamp(2, 8) as i32) };
     let info = inspect(&args.model).map_err(|e| e.to_string())?;
     let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
     let listeners: Vec<Listener> = args.listen.iter().map(|l| Listener::bind(l, mode)).collect::<Result<_, _>>()?;
@@ -202,7 +205,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info,
         pool: Pool::new(workers).map_err(|e| format!("cannot start the decode workers: {e}"))?,
         stats: Stats::new(max_calls),
-        warm: warm::WarmPool::new(if args.cold { 0 } else { max_calls }, args.warm_max_uses.max(1)),
+        warm: warm::WarmPool::new(warm::Bounds {
+            capacity: if args.cold { 0 } else { max_calls },
+            max_uses: args.warm_max_uses.max(1),
+            max_bytes: i64::from(args.warm_max_mb) << 20,
+        }),
         idle,
         default_rate: args.sample_rate,
         listen: listen.clone(),
@@ -326,13 +333,17 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     }
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
     let _ = ws.get_ref().set_timeouts(Some(sh.idle));
-    match serve_call(sh, &mut ws, id) {
+    let mut held = None;
+    match serve_call(sh, &mut ws, id, &mut held) {
         Ok(()) => {
             sh.stats.completed.fetch_add(1, Ordering::Relaxed);
         }
         Err((code, why)) => {
             sh.stats.aborted.fetch_add(1, Ordering::Relaxed);
             log_line!("call {id} from {peer} ended: {why}");
+            if let Some(c) = held.take() {
+                recycle(sh, c);
+            }
             if let Some(code) = code {
                 // A close reason holds at most 123 bytes; cut at a character boundary.
                 let mut cut = why.len().min(120);
@@ -352,10 +363,15 @@ struct SlotGuard<'a>(&'a Stats);
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         self.0.release();
-        // Give the freed recognizer's memory back to the system (glibc keeps it in the
-        // thread's arena otherwise, and a server's RSS would only ever grow).
-        // SAFETY: malloc_trim only walks and trims glibc's own heaps.
-        unsafe { libc::malloc_trim(0) };
+    }
+}
+
+/// A call cut off mid-utterance: its recognizer ends the utterance on the pool and goes back
+/// warm ([`ServedCall::abandon`]).
+fn recycle(sh: &Shared, c: Box<ServedCall>) {
+    match sh.pool.run(move || c.abandon()) {
+        Some((Some((key, w)), _)) => sh.warm.put(key, w),
+        _ => sh.warm.note_discarded(),
     }
 }
 
@@ -367,10 +383,10 @@ fn refusal(why: &str) -> ErrorResponse {
 
 type CallEnd = Result<(), (Option<CloseCode>, String)>;
 
-/// vosk-server's loop for one call; `Ok` when the client got its final result.
-fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
+/// vosk-server's loop for one call; `Ok` when the client got its final result. `call` holds
+/// the call's recognizer between messages, and still holds it when the call ends otherwise.
+fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Option<Box<ServedCall>>) -> CallEnd {
     let mut cfg = CallConfig::new(sh.default_rate);
-    let mut call: Option<Box<ServedCall>> = None;
     let mut counted_ms = 0u64;
     loop {
         let msg = match ws.read() {
@@ -422,8 +438,17 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
                 (c, r)
             })
             .map(|((c, r), q)| (c, r, q))
-            .ok_or((Some(CloseCode::Error), "decoding panicked".to_string()))?;
-        let reply = reply.map_err(|e| (Some(CloseCode::Error), e.to_string()))?;
+            .ok_or_else(|| {
+                sh.warm.note_discarded();
+                (Some(CloseCode::Error), "decoding panicked".to_string())
+            })?;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                *call = Some(c);
+                return Err((Some(CloseCode::Error), e.to_string()));
+            }
+        };
         if audio {
             sh.stats.record(received.elapsed(), queued);
             let ms = c.samples * 1000 / c.rate.max(1) as u64;
@@ -431,18 +456,20 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize) -> CallEnd {
             counted_ms = ms;
         }
         if let Err(e) = ws.send(Message::text(reply)) {
+            *call = Some(c);
             return Err((None, format!("client gone: {e}")));
         }
         if last {
             // The final result is taken: the recognizer is clean for the next caller.
-            if let Some((key, w)) = c.into_warm() {
-                sh.warm.put(key, w);
+            match c.into_warm() {
+                Some((key, w)) => sh.warm.put(key, w),
+                None => sh.warm.note_discarded(),
             }
             let _ = ws.close(None);
             let _ = ws.flush();
             return Ok(());
         }
-        call = Some(c);
+        *call = Some(c);
     }
 }
 

@@ -7,15 +7,18 @@
 //! grammar (normalized phrases), n-best size and word output; a call takes a warm one of its
 //! key or builds one.
 //!
-//! Clean between callers: a recognizer goes back only after `FinalResult` taken at the end of
-//! a call (libvosk then starts the next utterance from a clean decoder and a new feature
-//! pipeline; research §12: texts after any history equal those of fresh recognizers on the
-//! same model), never after a call cut off mid-utterance, and never when the bridge resamples
-//! for it (the resampler keeps filter state).
+//! Clean between callers: a recognizer goes back only after libvosk's `FinalResult` (libvosk
+//! then starts the next utterance from a clean decoder and a new feature pipeline; research
+//! §12: texts after any history equal those of fresh recognizers on the same model): at `eof`,
+//! or, for a call cut off mid-utterance, taken and dropped by the server
+//! ([`super::call::ServedCall::abandon`]; so the pool also warms when overloaded calls give
+//! up). Never when the bridge resamples for it (the resampler keeps filter state) or libvosk
+//! failed on it.
 //!
 //! Bounded: at most `capacity` idle recognizers in all (the admission limit), the least
 //! recently used dropped first (grammar keys come and go); a recognizer that has served
-//! `max_uses` calls is retired (it grows: research §12 saw 585 -> 664 MB over 21 decodes).
+//! `max_uses` calls, or holds more than `max_bytes` ([`super::meter`]), is retired (it grows as
+//! it expands its graph: research §12 saw 585 -> 664 MB over 21 decodes).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,35 +42,53 @@ pub struct Warm<E> {
     pub oov: Vec<String>,
     /// Calls it has served.
     pub uses: u32,
+    /// What it holds in memory, bytes.
+    pub bytes: i64,
     idle_since: Instant,
 }
 
 impl<E> Warm<E> {
-    pub fn new(engine: E, oov: Vec<String>, uses: u32) -> Warm<E> {
-        Warm { engine, oov, uses, idle_since: Instant::now() }
+    pub fn new(engine: E, oov: Vec<String>, uses: u32, bytes: i64) -> Warm<E> {
+        Warm { engine, oov, uses, bytes, idle_since: Instant::now() }
     }
+}
+
+/// The pool's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Idle recognizers at most (the admission limit); 0 turns reuse off (every call builds, as
+    /// vosk-server does).
+    pub capacity: usize,
+    /// Calls a recognizer serves before it is retired.
+    pub max_uses: u32,
+    /// Memory a recognizer may hold and still go back to the pool.
+    pub max_bytes: i64,
 }
 
 /// The idle recognizers, by key.
 pub struct WarmPool<E> {
     idle: Mutex<HashMap<WarmKey, Vec<Warm<E>>>>,
-    capacity: usize,
-    max_uses: u32,
+    bounds: Bounds,
     pub reused: AtomicU64,
     pub built: AtomicU64,
+    /// Retired for their uses or memory, or dropped as least recently used.
     pub retired: AtomicU64,
+    /// Of those, retired for the memory they held.
+    pub retired_for_memory: AtomicU64,
+    /// Freed at the end of their call because they could not be reused cleanly.
+    pub discarded: AtomicU64,
 }
 
 impl<E> WarmPool<E> {
-    /// `capacity` 0 turns reuse off (every call builds, as vosk-server does).
-    pub fn new(capacity: usize, max_uses: u32) -> WarmPool<E> {
+    pub fn new(bounds: Bounds) -> WarmPool<E> {
         WarmPool {
             idle: Mutex::new(HashMap::new()),
-            capacity,
-            max_uses,
+            bounds,
             reused: AtomicU64::new(0),
             built: AtomicU64::new(0),
             retired: AtomicU64::new(0),
+            retired_for_memory: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
         }
     }
 
@@ -90,18 +111,28 @@ impl<E> WarmPool<E> {
         self.built.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a recognizer back after a clean call; retires it past `max_uses`, and drops
-    /// the least recently used idle one past `capacity`.
+    /// Counts a recognizer freed at the end of its call instead of coming back (so that, with
+    /// no call active, built = idle + retired + discarded).
+    pub fn note_discarded(&self) {
+        self.discarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a recognizer back after a clean call; retires it past `max_uses` or
+    /// `max_bytes`, and drops the least recently used idle one past `capacity`.
     pub fn put(&self, key: WarmKey, mut w: Warm<E>) {
         w.uses += 1;
-        if self.capacity == 0 || w.uses >= self.max_uses {
+        let b = self.bounds;
+        if b.capacity == 0 || w.uses >= b.max_uses || w.bytes > b.max_bytes {
             self.retired.fetch_add(1, Ordering::Relaxed);
+            if w.bytes > b.max_bytes {
+                self.retired_for_memory.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         w.idle_since = Instant::now();
         let Ok(mut idle) = self.idle.lock() else { return };
         idle.entry(key).or_default().push(w);
-        while idle.values().map(Vec::len).sum::<usize>() > self.capacity {
+        while idle.values().map(Vec::len).sum::<usize>() > b.capacity {
             let oldest = idle
                 .iter()
                 .filter_map(|(k, v)| v.first().map(|w| (k.clone(), w.idle_since)))
@@ -123,15 +154,25 @@ impl<E> WarmPool<E> {
         self.idle.lock().map(|m| (m.values().map(Vec::len).sum(), m.len())).unwrap_or((0, 0))
     }
 
+    /// What the idle recognizers hold in memory, bytes.
+    pub fn idle_bytes(&self) -> i64 {
+        self.idle.lock().map(|m| m.values().flatten().map(|w| w.bytes).sum()).unwrap_or(0)
+    }
+
     /// The pool's part of `asr_bridge stats`.
     pub fn to_json(&self) -> serde_json::Value {
         let (idle, keys) = self.idle();
+        let mb = |b: i64| (b.max(0) as f64 / (1 << 20) as f64 * 10.0).round() / 10.0;
         serde_json::json!({
             "idle": idle,
             "keys": keys,
+            "idle_mb": mb(self.idle_bytes()),
+            "max_mb": mb(self.bounds.max_bytes),
             "reused": self.reused.load(Ordering::Relaxed),
             "built": self.built.load(Ordering::Relaxed),
             "retired": self.retired.load(Ordering::Relaxed),
+            "retired_for_memory": self.retired_for_memory.load(Ordering::Relaxed),
+            "discarded": self.discarded.load(Ordering::Relaxed),
         })
     }
 }
@@ -140,14 +181,18 @@ impl<E> WarmPool<E> {
 mod tests {
     use super::*;
 
+    fn bounds(capacity: usize, max_uses: u32) -> Bounds {
+        Bounds { capacity, max_uses, max_bytes: 64 << 20 }
+    }
+
     fn key(rate: u32, grammar: Option<&[&str]>) -> WarmKey {
         WarmKey { rate, grammar: grammar.map(|g| g.iter().map(|p| p.to_string()).collect()), alternatives: 0, words: true }
     }
 
     #[test]
     fn a_recognizer_serves_only_its_own_key() {
-        let pool = WarmPool::new(4, 100);
-        pool.put(key(8000, None), Warm::new("free-8k", vec![], 0));
+        let pool = WarmPool::new(bounds(4, 100));
+        pool.put(key(8000, None), Warm::new("free-8k", vec![], 0, 0));
         assert!(pool.take(&key(16000, None)).is_none(), "another rate");
         assert!(pool.take(&key(8000, Some(&["yes", "no"]))).is_none(), "a grammar");
         let w = pool.take(&key(8000, None)).expect("its own key");
@@ -158,12 +203,12 @@ mod tests {
 
     #[test]
     fn never_more_idle_than_the_capacity_least_recently_used_first() {
-        let pool = WarmPool::new(2, 100);
-        pool.put(key(8000, Some(&["a"])), Warm::new(1, vec![], 0));
+        let pool = WarmPool::new(bounds(2, 100));
+        pool.put(key(8000, Some(&["a"])), Warm::new(1, vec![], 0, 0));
         std::thread::sleep(std::time::Duration::from_millis(2));
-        pool.put(key(8000, Some(&["b"])), Warm::new(2, vec![], 0));
+        pool.put(key(8000, Some(&["b"])), Warm::new(2, vec![], 0, 0));
         std::thread::sleep(std::time::Duration::from_millis(2));
-        pool.put(key(8000, Some(&["c"])), Warm::new(3, vec![], 0));
+        pool.put(key(8000, Some(&["c"])), Warm::new(3, vec![], 0, 0));
         assert_eq!(pool.idle(), (2, 2));
         assert!(pool.take(&key(8000, Some(&["a"]))).is_none(), "the oldest key went first");
         assert!(pool.take(&key(8000, Some(&["c"]))).is_some());
@@ -172,9 +217,9 @@ mod tests {
 
     #[test]
     fn a_recognizer_is_retired_after_max_uses_and_reuse_can_be_off() {
-        let pool = WarmPool::new(4, 3);
+        let pool = WarmPool::new(bounds(4, 3));
         let k = key(8000, None);
-        pool.put(k.clone(), Warm::new((), vec![], 0));
+        pool.put(k.clone(), Warm::new((), vec![], 0, 0));
         let w = pool.take(&k).unwrap();
         pool.put(k.clone(), w);
         let w = pool.take(&k).unwrap();
@@ -183,8 +228,21 @@ mod tests {
         assert!(pool.take(&k).is_none());
         assert_eq!(pool.retired.load(Ordering::Relaxed), 1);
 
-        let off = WarmPool::new(0, 100);
-        off.put(k.clone(), Warm::new((), vec![], 0));
+        let off = WarmPool::new(bounds(0, 100));
+        off.put(k.clone(), Warm::new((), vec![], 0, 0));
         assert_eq!(off.idle(), (0, 0));
+    }
+
+    #[test]
+    fn a_recognizer_past_the_memory_bound_is_retired_and_idle_memory_is_reported() {
+        let pool = WarmPool::new(bounds(4, 100));
+        let k = key(8000, None);
+        pool.put(k.clone(), Warm::new("small", vec![], 0, 30 << 20));
+        pool.put(k.clone(), Warm::new("grown", vec![], 0, 65 << 20));
+        assert_eq!(pool.idle(), (1, 1));
+        assert_eq!(pool.idle_bytes(), 30 << 20);
+        assert_eq!(pool.take(&k).map(|w| w.engine), Some("small"));
+        assert_eq!(pool.retired_for_memory.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.to_json()["idle_mb"], 0.0);
     }
 }
