@@ -142,7 +142,9 @@ pub struct CallArgs {
     #[arg(long, default_value_t = 0)]
     pub alternatives: u16,
     /// Recognize on a resident server (`asr_bridge serve`, or vosk-server) instead of loading
-    /// the model per call: unix:PATH or ws://HOST:PORT.
+    /// the model per call: unix:PATH or ws://HOST:PORT; `auto`: the resident server of the
+    /// call's model, started by the first call that needs it (in-process if it cannot be);
+    /// `none`: in-process.
     #[arg(long, env = "ASR_BRIDGE_SERVER")]
     pub server: Option<String>,
     /// When the server cannot be reached, load the model in-process instead (without it the
@@ -158,7 +160,9 @@ pub struct CallArgs {
 /// The served mode's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    pub addr: crate::asr::remote::ServerAddr,
+    /// Where the server listens; None (`--server=auto`): the resident server of the call's
+    /// model, found or started on demand ([`crate::asr::resident`]).
+    pub addr: Option<crate::asr::remote::ServerAddr>,
     pub timeout: Duration,
     pub fallback: bool,
 }
@@ -345,7 +349,7 @@ impl CallArgs {
             });
         }
         let menu = self.menu()?;
-        let server = match self.server.as_deref().filter(|s| !s.is_empty()) {
+        let server = match self.server.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
             None => None,
             Some(s) => {
                 let timeout = duration("server-timeout", &self.server_timeout)?;
@@ -356,11 +360,11 @@ impl CallArgs {
                         why: "must be more than zero",
                     });
                 }
-                Some(ServerConfig {
-                    addr: s.parse().map_err(ConfigError::Server)?,
-                    timeout,
-                    fallback: self.server_fallback,
-                })
+                let addr = if s == "auto" { None } else { Some(s.parse().map_err(ConfigError::Server)?) };
+                // The resident server is ours to start, not the dialplan's to require: whenever
+                // it cannot serve, the call goes on in-process.
+                let fallback = self.server_fallback || addr.is_none();
+                Some(ServerConfig { addr, timeout, fallback })
             }
         };
         Ok(Config {
@@ -508,9 +512,12 @@ mod tests {
     fn served_mode_options() {
         let c = args(&["--server=ws://asr.example:2700", "--server-fallback", "--server-timeout=500ms"]).unwrap();
         let s = c.server.unwrap();
-        assert_eq!(s.addr.to_string(), "ws://asr.example:2700/");
+        assert_eq!(s.addr.unwrap().to_string(), "ws://asr.example:2700/");
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert!(s.fallback);
         assert!(args(&[]).unwrap().server.is_none());
+        assert!(args(&["--server=none"]).unwrap().server.is_none());
+        let auto = args(&["--server=auto"]).unwrap().server.unwrap();
+        assert_eq!((auto.addr, auto.fallback), (None, true), "auto: the resident server, in-process when it cannot serve");
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::asr::model::inspect;
-use crate::asr::remote::fetch_stats;
+use crate::asr::remote::{fetch_stats, ServerAddr};
 use crate::config::{CallArgs, ModelChoice, ServerConfig};
 use crate::profile::{config_path, ConfigFile};
 
@@ -85,10 +85,25 @@ fn check_model(r: &mut Report, dir: &Path, load: bool) {
     }
 }
 
+/// `--server=auto`: where the resident server of `model` is, or why calls will recognize
+/// in-process.
+fn check_resident(r: &mut Report, model: &std::path::Path) {
+    use crate::asr::resident;
+    let sock = match resident::runtime_dir().and_then(|d| resident::socket_path(&d, model)) {
+        Ok(s) => s,
+        Err(e) => return r.warn(&format!("--server=auto: {e}: calls will recognize in-process"), "set XDG_RUNTIME_DIR to a private directory, or create /run/asr_bridge"),
+    };
+    let addr = ServerAddr::Unix(sock.clone());
+    match fetch_stats(&addr, std::time::Duration::from_secs(2)) {
+        Ok(st) => r.ok(&format!("--server=auto: the resident server of {} runs at {addr} ({} calls active)", model.display(), st["active"])),
+        Err(_) => r.ok(&format!("--server=auto: no resident server of {} yet; the first call starts one at {addr}", model.display())),
+    }
+}
+
 /// A configured `--server`: it answers, and (for a Unix socket) the Asterisk user may connect.
-fn check_server(r: &mut Report, s: &ServerConfig, user: &str) {
+fn check_server(r: &mut Report, addr: &ServerAddr, s: &ServerConfig, user: &str) {
     let fallback = if s.fallback { " (calls fall back to the in-process model meanwhile)" } else { " (calls end with ASR_CAUSE=101 meanwhile)" };
-    match fetch_stats(&s.addr, s.timeout) {
+    match fetch_stats(addr, s.timeout) {
         Err(e) => {
             let fix = "start it (systemctl enable --now asr_bridge) or fix --server";
             if s.fallback {
@@ -99,10 +114,10 @@ fn check_server(r: &mut Report, s: &ServerConfig, user: &str) {
         }
         Ok(st) => r.ok(&format!(
             "server {} answers: model {}, {} of {} calls active, {} workers, {} refused so far",
-            s.addr, st["model"].as_str().unwrap_or("?"), st["active"], st["max_calls"], st["workers"], st["refused"]
+            addr, st["model"].as_str().unwrap_or("?"), st["active"], st["max_calls"], st["workers"], st["refused"]
         )),
     }
-    if let crate::asr::remote::ServerAddr::Unix(path) = &s.addr {
+    if let ServerAddr::Unix(path) = addr {
         let Ok(meta) = std::fs::metadata(path) else { return };
         let mode = meta.permissions().mode();
         let can = match nix::unistd::User::from_name(user).ok().flatten() {
@@ -195,7 +210,7 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
     let mut servers: Vec<ServerConfig> = Vec::new();
     for a in &args.server {
         match a.parse() {
-            Ok(addr) => servers.push(ServerConfig { addr, timeout: std::time::Duration::from_secs(5), fallback: false }),
+            Ok(addr) => servers.push(ServerConfig { addr: Some(addr), timeout: std::time::Duration::from_secs(5), fallback: false }),
             Err(e) => r.fail(&format!("--server {e}"), "use unix:PATH or ws://HOST:PORT"),
         }
     }
@@ -242,10 +257,17 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
             take(&c, &mut models, &mut logs);
         }
     }
-    servers.sort_by_key(|s| s.addr.to_string());
-    servers.dedup_by_key(|s| s.addr.to_string());
-    for s in &servers {
-        check_server(&mut r, s, &args.asterisk_user);
+    let resident = servers.iter().any(|s| s.addr.is_none());
+    let mut servers: Vec<(ServerAddr, ServerConfig)> = servers.into_iter().filter_map(|s| Some((s.addr.clone()?, s))).collect();
+    servers.sort_by_key(|(a, _)| a.to_string());
+    servers.dedup_by_key(|(a, _)| a.to_string());
+    for (addr, s) in &servers {
+        check_server(&mut r, addr, s, &args.asterisk_user);
+    }
+    if resident {
+        for m in &models {
+            check_resident(&mut r, m);
+        }
     }
     models.sort();
     models.dedup();

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
 use super::recognizer::{Backend, Event};
-use super::remote::RemoteEngine;
+use super::remote::{RemoteEngine, ServerAddr};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
@@ -111,7 +111,7 @@ fn fault_injected() -> bool {
 /// Makes a decoder per attempt, and falls back to the in-process model where asked.
 pub enum Source {
     Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
-    Remote { server: ServerConfig, opts: EngineOptions },
+    Remote { addr: ServerAddr, server: ServerConfig, opts: EngineOptions },
 }
 
 impl Source {
@@ -121,14 +121,34 @@ impl Source {
             Backend::Local(info) => local_source(info, &cfg.engine, events),
             // The grammar goes to the server as normalized phrases; the server checks them
             // against its model's vocabulary exactly as the in-process path does.
-            Backend::Server { server, .. } => Ok(Source::Remote { server: server.clone(), opts: cfg.engine.clone() }),
+            Backend::Server { server, fallback } => {
+                let addr = match &server.addr {
+                    Some(a) => a.clone(),
+                    None => match resident(fallback) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            crate::log_line!("resident server: {why}; recognizing in-process");
+                            let dir = fallback.clone().map_err(AsrError::ModelMissing)?;
+                            return local_source(&super::model::inspect(&dir)?, &cfg.engine, events);
+                        }
+                    },
+                };
+                let mut server = server.clone();
+                if server.addr.is_none() {
+                    // The resident server is on this box: a reply that is late means the box is
+                    // busy, not that the server is gone (its exit resets the connection at
+                    // once). Falling back would load a model exactly then; wait instead.
+                    server.timeout = server.timeout.max(super::resident::REPLY_DEADLINE);
+                }
+                Ok(Source::Remote { addr, server, opts: cfg.engine.clone() })
+            }
         }
     }
 
     fn decoder(&self, rate: u32) -> Result<Box<dyn Decoder>, AsrError> {
         match self {
             Source::Local { model, info, opts } => Ok(Box::new(Engine::new(model, info, rate, opts)?)),
-            Source::Remote { server, opts } => Ok(Box::new(RemoteEngine::start(&server.addr, server.timeout, rate, opts)?)),
+            Source::Remote { addr, server, opts } => Ok(Box::new(RemoteEngine::start(addr, server.timeout, rate, opts)?)),
         }
     }
 
@@ -136,10 +156,15 @@ impl Source {
         matches!(self, Source::Remote { server, .. } if server.fallback)
     }
 
+    /// The resident server of the call's model (`--server=auto`).
+    fn resident(&self) -> bool {
+        matches!(self, Source::Remote { server, .. } if server.addr.is_none())
+    }
+
     /// Replaces a served source by the in-process model (`--server-fallback`).
     fn fall_back(&mut self, cfg: &DecoderConfig, events: &Sender<Event>, e: AsrError) -> Result<(), AsrError> {
         let addr = match &e {
-            AsrError::ServerUnreachable { addr, .. } | AsrError::ServerLost { addr, .. } => addr.clone(),
+            AsrError::ServerUnreachable { addr, .. } | AsrError::ServerLost { addr, .. } | AsrError::ServerBusy { addr, .. } => addr.clone(),
             _ => return Err(e),
         };
         let dir = match &cfg.backend {
@@ -163,6 +188,14 @@ impl Source {
     /// in-process model with `--server-fallback`.
     fn decoder_or_fallback(&mut self, cfg: &DecoderConfig, events: &Sender<Event>) -> Result<(Box<dyn Decoder>, &'static str), AsrError> {
         match self.decoder(cfg.rate) {
+            // A busy server is never fallen back from when the dialplan chose it (a model per
+            // call exactly when the box is busiest); the resident one is ours, and a call
+            // without it would have recognized in-process anyway.
+            Err(e @ AsrError::ServerBusy { .. }) if self.resident() => {
+                crate::log_line!("{e}; recognizing in-process");
+                self.fall_back(cfg, events, e)?;
+                Ok((self.decoder(cfg.rate)?, "fallback"))
+            }
             Err(e @ AsrError::ServerUnreachable { .. }) if self.fallback_armed() => {
                 crate::log_line!("{e}; falling back to the in-process model");
                 self.fall_back(cfg, events, e)?;
@@ -172,6 +205,13 @@ impl Source {
             Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { "server" } else { "in-process" })),
         }
     }
+}
+
+/// The resident server of the call's model (`--server=auto`), started here if none answers.
+fn resident(model: &Result<std::path::PathBuf, String>) -> Result<ServerAddr, String> {
+    let dir = model.as_ref().map_err(String::clone)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    super::resident::find_or_start(dir, &exe, super::resident::START_TIMEOUT)
 }
 
 fn reason_of(e: &AsrError) -> String {

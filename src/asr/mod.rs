@@ -11,6 +11,7 @@ pub mod model;
 pub mod noise;
 pub mod recognizer;
 pub mod remote;
+pub mod resident;
 
 pub use engine::{Engine, Transcript};
 pub use model::ModelInfo;

@@ -89,7 +89,18 @@ pub struct ServeArgs {
     /// Audio rate assumed for a client that sends audio without a config message.
     #[arg(long, default_value_t = 8000)]
     pub sample_rate: u32,
+    /// Exit after this long without calls [default: never; 10m with --on-demand].
+    #[arg(long)]
+    pub idle_exit: Option<String>,
+    /// Started by a call (`--server=auto`): exit after --idle-exit without calls, and when the
+    /// --model path comes to name other model files (a new model deployed), so the next call
+    /// starts a fresh server on it.
+    #[arg(long)]
+    pub on_demand: bool,
 }
+
+/// Without calls this long, a server started on demand exits.
+const ON_DEMAND_IDLE_EXIT: Duration = Duration::from_secs(600);
 
 enum Listener {
     Unix(UnixListener, PathBuf),
@@ -188,6 +199,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let mode = u32::from_str_radix(&args.socket_mode, 8).map_err(|_| format!("--socket-mode {:?}: not octal", args.socket_mode))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let max_calls = args.max_calls.unwrap_or(workers * 2).max(1);
+    let idle_exit = match &args.idle_exit {
+        Some(v) => Some(dur("idle-exit", v)?),
+        None => args.on_demand.then_some(ON_DEMAND_IDLE_EXIT),
+    };
+    let deployed = args.on_demand.then(|| ModelFiles::of(&args.model));
     // Signals first, so a SIGTERM during the model load still ends us cleanly.
     let signals = Arc::new(AtomicUsize::new(0));
     for s in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -229,7 +245,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             Listener::Tcp(t) => t.as_fd(),
         })
         .collect();
+    let mut idle = IdleWatch::new(&shared.stats);
     while signals.load(Ordering::SeqCst) == 0 {
+        if let Some(why) = idle.expired(&shared.stats, idle_exit).or_else(|| deployed.as_ref().and_then(|d| d.changed(&args.model))) {
+            log_line!("{why}; exiting");
+            break;
+        }
         let mut pfds: Vec<nix::poll::PollFd> = fds.iter().map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN)).collect();
         if nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0) <= 0 {
             continue;
@@ -265,6 +286,47 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         log_line!("all calls finished; exiting");
     }
     Ok(())
+}
+
+/// When the server last had a call (active, or accepted since the last look).
+struct IdleWatch {
+    busy_at: Instant,
+    accepted: u64,
+}
+
+impl IdleWatch {
+    fn new(stats: &Stats) -> IdleWatch {
+        IdleWatch { busy_at: Instant::now(), accepted: stats.accepted.load(Ordering::SeqCst) }
+    }
+
+    /// Why to exit, once `limit` has passed without calls.
+    fn expired(&mut self, stats: &Stats, limit: Option<Duration>) -> Option<String> {
+        let accepted = stats.accepted.load(Ordering::SeqCst);
+        if accepted != self.accepted || stats.active.load(Ordering::SeqCst) > 0 {
+            self.accepted = accepted;
+            self.busy_at = Instant::now();
+        }
+        let limit = limit?;
+        (self.busy_at.elapsed() >= limit).then(|| format!("no calls for {limit:?} (--idle-exit)"))
+    }
+}
+
+/// What a model path names: the directory it resolves to and its acoustic model file.
+#[derive(Debug, PartialEq)]
+struct ModelFiles(Option<(PathBuf, u64, u64, i64, u64)>);
+
+impl ModelFiles {
+    fn of(path: &std::path::Path) -> ModelFiles {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dir) = path.canonicalize() else { return ModelFiles(None) };
+        let files = std::fs::metadata(dir.join("am/final.mdl")).ok().map(|m| (dir.clone(), m.dev(), m.ino(), m.mtime(), m.size()));
+        ModelFiles(files)
+    }
+
+    /// Why to exit, when `path` has come to name other model files since the start.
+    fn changed(&self, path: &std::path::Path) -> Option<String> {
+        (ModelFiles::of(path) != *self).then(|| format!("the model at {} changed (a new model deployed?)", path.display()))
+    }
 }
 
 /// Tells systemd (`Type=notify`) how we are, when it started us with `$NOTIFY_SOCKET`.
@@ -317,7 +379,10 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     let mut ws = match result {
         Ok(ws) => ws,
         Err(e) => {
-            if !admitted.get() && !wants_stats.get() {
+            // A connection closed before it sent anything is a probe (`--server=auto` looking
+            // for this server, a health check), not a refused call.
+            let probe = matches!(&e, tungstenite::HandshakeError::Failure(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)));
+            if !admitted.get() && !wants_stats.get() && !probe {
                 log_line!("refused a call from {peer}: {e}");
             }
             return;

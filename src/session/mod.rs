@@ -129,9 +129,15 @@ pub fn run_eagi<W: Write>(
     let model_dir = config.model.resolve(header.language());
     // In-process, the model is checked before anything is played; served, it is needed only
     // for --server-fallback, and checked then.
+    // The resident server (`--server=auto`) is the call's model's: checked the same way.
+    let checked = |d: Result<std::path::PathBuf, String>| d.and_then(|d| model::inspect(&d).map_err(|e| e.to_string()));
     let backend = match &config.server {
-        None => match model_dir.and_then(|d| model::inspect(&d).map_err(|e| e.to_string())) {
+        None => match checked(model_dir) {
             Ok(m) => Backend::Local(m),
+            Err(e) => return call.finish(Verdict::error(e), Some(&config)),
+        },
+        Some(s) if s.addr.is_none() => match checked(model_dir) {
+            Ok(m) => Backend::Server { server: s.clone(), fallback: Ok(m.dir) },
             Err(e) => return call.finish(Verdict::error(e), Some(&config)),
         },
         Some(s) => Backend::Server { server: s.clone(), fallback: model_dir },
