@@ -1,6 +1,6 @@
 # asr_bridge: every target CI runs is here; a newcomer's commands and CI's are the same.
 #
-#   make demo    one simulated call through the bridge with a bundled WAV on the test model
+#   make demo    two simulated calls through the bridge with a bundled WAV on the test model
 #   make test    the whole test suite (fetches libvosk and the test model first)
 #   make bench   criterion benches plus the pipeline benchmark (side by side with direct libvosk)
 
@@ -35,7 +35,7 @@ FISHCOMPDIR  := $(PREFIX)/share/fish/vendor_completions.d
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALLED    := $(BINDIR)/asr_bridge $(PKGLIBDIR)/libvosk.so $(AGIDIR)/asr_bridge $(MANDIR)/asr_bridge.1 \
                 $(BASHCOMPDIR)/asr_bridge $(ZSHCOMPDIR)/_asr_bridge $(FISHCOMPDIR)/asr_bridge.fish \
-                $(SYSTEMDUNITDIR)/asr_bridge.service
+                $(SYSTEMDUNITDIR)/asr_bridge.service $(SYSTEMDUNITDIR)/asr_bridge.socket
 
 all: build
 
@@ -95,6 +95,7 @@ install: $(LIBVOSK)
 	$(INSTALL_BIN) completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_asr_bridge
 	$(INSTALL_BIN) completions fish > $(DESTDIR)$(FISHCOMPDIR)/asr_bridge.fish
 	sed 's|@BINDIR@|$(BINDIR)|g' dist/asr_bridge.service > $(DESTDIR)$(SYSTEMDUNITDIR)/asr_bridge.service
+	install -m 0644 dist/asr_bridge.socket $(DESTDIR)$(SYSTEMDUNITDIR)/asr_bridge.socket
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/asr_bridge.service
 	@echo "installed; check it with: $(BINDIR)/asr_bridge doctor --agi-dir=$(AGIDIR)"
 
@@ -103,8 +104,19 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	-rmdir $(DESTDIR)$(PKGLIBDIR) 2>/dev/null
 
+# Two calls as Asterisk would run them, with the default --server=auto: the first finds no
+# resident server and starts one (the model loads once), the second is served by it at once.
+# The runtime directory is a fresh temporary one, and the server is stopped afterwards.
 demo: build model
-	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms
+	@rt=$$(mktemp -d); export XDG_RUNTIME_DIR=$$rt; \
+	echo "== call 1: no resident server for this model yet: the call starts one"; \
+	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms --json-log=$$rt/calls.json || exit 1; \
+	echo; echo "== call 2: the resident server is there (model loaded, recognizer warm)"; \
+	$(BIN) simulate --wav $(DEMO_WAV) -- --model=$(MODEL_DIR) --end-silence=700ms --json-log=$$rt/calls.json; rc=$$?; \
+	echo; $(PYTHON) -c 'import json,sys; [print("call %d: %s via %s, ready to stream %.0f ms after start, text %.0f ms after the speech" % (i + 1, c["status"], c["backend"], c["ready_ms"], c["result_latency_ms"] or 0)) for i, c in enumerate(map(json.loads, open(sys.argv[1])))]' $$rt/calls.json; \
+	sock=$$(ls $$rt/asr_bridge/*.sock); echo "resident server: unix:$$sock (stopping it now; left alone it exits after 10 idle minutes)"; \
+	pid=$$($(BIN) stats --server=unix:$$sock | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["pid"])'); \
+	kill $$pid; rm -rf $$rt; exit $$rc
 
 # The same call served by a resident `asr_bridge serve` (started here, stopped after).
 demo-served: build model

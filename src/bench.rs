@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// `--cold` (a recognizer per call, as vosk-server does).
     #[arg(long, default_value_t = 4)]
     pub served_rounds: usize,
+    /// Add the default-mode section: calls in a row with the default `--server=auto` on a box
+    /// with no resident server yet (the first starts it), beside the same calls with
+    /// `--server=none` (in-process), the caller speaking at once.
+    #[arg(long)]
+    pub resident: bool,
     /// Add the caller-facing timing section: barge-in, no-input, end of speech, noise alone,
     /// speech in noise, each a call at real time in-process (model still loading), on a fresh
     /// server and on a warm one (about two minutes).
@@ -223,7 +228,7 @@ struct Run {
 }
 
 fn simulate(args: &BenchArgs, wav: &Path, entry: &Value, program: Option<(&Path, Vec<String>)>, dir: &Path, tag: &str) -> Result<Run, String> {
-    simulate_with_lead(args, wav, entry, program, dir, tag, Leg { lead: dur(&args.lead_silence), via: None })
+    simulate_with_lead(args, wav, entry, program, dir, tag, Leg { lead: dur(&args.lead_silence), via: None, runtime: None })
 }
 
 /// How a call runs: the silence before the WAV, and where the bridge recognizes (`None`
@@ -232,6 +237,56 @@ fn simulate(args: &BenchArgs, wav: &Path, entry: &Value, program: Option<(&Path,
 struct Leg<'a> {
     lead: Duration,
     via: Option<&'a str>,
+    /// The runtime directory (`XDG_RUNTIME_DIR`) for `--server=auto`.
+    runtime: Option<&'a Path>,
+}
+
+/// Calls in a row with the default `--server=auto` in a fresh runtime directory, beside the
+/// same calls in-process, the caller speaking at once (no lead silence): what the first call
+/// on a box pays for starting the resident server, and what later calls gain.
+fn resident_section(args: &BenchArgs, corpus: &[(PathBuf, &Value)], work: &Path) -> Result<Value, String> {
+    const CALLS: usize = 3;
+    let runtime = work.join("runtime");
+    std::fs::create_dir_all(&runtime).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for mode in ["auto", "none"] {
+        for k in 0..CALLS {
+            eprint!("\rdefault mode: call {} of {CALLS}, --server={mode}{:<20}", k + 1, "");
+            let (wav, e) = &corpus[k % corpus.len()];
+            let leg = Leg { lead: Duration::ZERO, via: Some(mode), runtime: Some(&runtime) };
+            let r = simulate_with_lead(args, wav, e, None, work, &format!("r{mode}{k}"), leg)?;
+            rows.push(json!({
+                "server": mode, "call": k + 1, "wav": e["file"],
+                "status": r.res.vars.get("ASR_STATUS"), "backend": r.log["backend"],
+                "start_to_streaming_ms": start_to_streaming(&r),
+                "latency_ms": latency(&r.res, "ASR_STATUS", args.speed),
+            }));
+        }
+    }
+    eprintln!();
+    stop_resident(&runtime);
+    let of = |mode: &str, first: bool| -> Vec<&Value> { rows.iter().filter(|r| r["server"] == mode && (r["call"] == 1) == first).collect() };
+    let max = |v: &[&Value], k: &str| v.iter().filter_map(|r| r[k].as_f64()).fold(f64::NAN, f64::max);
+    let first_ratio = max(&of("auto", true), "latency_ms") / max(&of("none", true), "latency_ms");
+    Ok(json!({
+        "rows": rows,
+        "first_call_latency_ratio_auto_to_none": first_ratio,
+        "later_calls_start_to_streaming_max_ms": {"auto": max(&of("auto", false), "start_to_streaming_ms"), "none": max(&of("none", false), "start_to_streaming_ms")},
+        "later_calls_latency_max_ms": {"auto": max(&of("auto", false), "latency_ms"), "none": max(&of("none", false), "latency_ms")},
+    }))
+}
+
+/// Stops the resident servers started under `runtime` (their pid from their statistics).
+fn stop_resident(runtime: &Path) {
+    for e in std::fs::read_dir(runtime.join("asr_bridge")).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "sock") {
+            let pid = crate::asr::remote::fetch_stats(&crate::asr::remote::ServerAddr::Unix(e.path()), Duration::from_secs(2)).ok().and_then(|s| s["pid"].as_i64());
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) on the server this bench started.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+    }
 }
 
 fn simulate_with_lead(
@@ -243,7 +298,7 @@ fn simulate_with_lead(
     tag: &str,
     leg: Leg,
 ) -> Result<Run, String> {
-    let Leg { lead, via } = leg;
+    let Leg { lead, via, .. } = leg;
     let (samples, rate) = read_mono16(wav).map_err(|e| e.to_string())?;
     let exe = exe()?;
     let json_log = dir.join(format!("{tag}.json"));
@@ -274,6 +329,9 @@ fn simulate_with_lead(
     o.max_wall = Duration::from_secs(180);
     o.child_stderr = Some(stderr.clone());
     o.env.push(("VOSK_MODEL".into(), args.model.display().to_string()));
+    if let Some(runtime) = leg.runtime {
+        o.env.push(("XDG_RUNTIME_DIR".into(), runtime.display().to_string()));
+    }
     if rate == 16000 {
         o.channel_vars.insert("EAGI_AUDIO_FORMAT".into(), "slin16".into());
     }
@@ -389,7 +447,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         });
         if let Some(srv) = &server {
             progress(step, total, &format!("{name} (served)"));
-            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), Leg { lead: dur(&args.lead_silence), via: Some(&srv.addr) })?;
+            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), Leg { lead: dur(&args.lead_silence), via: Some(&srv.addr), runtime: None })?;
             step += 1;
             let sj = &sv.log;
             let stext = sv.res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
@@ -503,6 +561,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     });
     // Caller-facing timing, after the rest (and without the --served server: fresh ones only).
     drop(server);
+    let resident = if args.resident && !corpus.is_empty() { resident_section(args, &corpus, work.path())? } else { Value::Null };
     let timing_section = if timing {
         let t = crate::bench_timing::run(&crate::bench_timing::TimingOptions {
             manifest_base: &base,
@@ -524,7 +583,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     };
     let mut summary = summary;
     summary["bounds_broken"] = json!(broken);
-    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "served_concurrency": served_levels, "end_silence": args.end_silence, "speed": args.speed, "timing": timing_section});
+    let report = json!({"summary": summary, "files": rows, "concurrency": levels, "served_concurrency": served_levels, "end_silence": args.end_silence, "speed": args.speed, "timing": timing_section, "resident": resident});
     std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.html"), html(&report)).map_err(|e| e.to_string())?;
     if !args.timing_only {
@@ -585,7 +644,7 @@ fn level(args: &BenchArgs, corpus: &[(PathBuf, &Value)], turn: usize, dir: &Path
                     None => dur(&args.lead_silence).max(Duration::from_millis(1500 * n as u64)),
                 };
                 let via = server.map(|sv| sv.addr.as_str());
-                s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, Leg { lead, via }))
+                s.spawn(move || simulate_with_lead(args, wav, e, None, dir, &tag, Leg { lead, via, runtime: None }))
             })
             .collect();
         let runs: Vec<Result<Run, String>> = hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect();
@@ -746,6 +805,13 @@ fn print_table(r: &Value) {
             l["calls"], l["pool"].as_str().unwrap_or(""), l["rounds"], f(&l["latency_p50_ms"], 0), f(&l["latency_p95_ms"], 0), l["ok"], l["calls"], l["dropped"],
             f(&l["server_cpu_per_audio_s"], 3), f(&l["first_round"]["server_cpu_per_audio_s"], 3), f(&l["first_round"]["latency_p95_ms"], 0), l["first_round"]["ok"],
             f(&l["total_pss_peak_mb"], 0), f(&l["memory_bound_mb"], 0), f(&l["server_peak_rss_mb"], 0), f(&l["clients_rss_mb"], 0), f(&l["start_to_streaming_max_ms"], 1)
+        );
+    }
+    for row in r["resident"]["rows"].as_array().into_iter().flatten() {
+        println!(
+            "default mode, --server={} call {}: {} via {}, start to streaming {} ms, latency {} ms",
+            row["server"].as_str().unwrap_or(""), row["call"], row["status"].as_str().unwrap_or("-"), row["backend"].as_str().unwrap_or("-"),
+            f(&row["start_to_streaming_ms"], 1), f(&row["latency_ms"], 0)
         );
     }
     for l in r["concurrency"].as_array().into_iter().flatten() {

@@ -141,11 +141,11 @@ pub struct CallArgs {
     /// N-best alternatives in ASR_ALT_1.. (0 is off).
     #[arg(long, default_value_t = 0)]
     pub alternatives: u16,
-    /// Recognize on a resident server (`asr_bridge serve`, or vosk-server) instead of loading
-    /// the model per call: unix:PATH or ws://HOST:PORT; `auto`: the resident server of the
-    /// call's model, started by the first call that needs it (in-process if it cannot be);
-    /// `none`: in-process.
-    #[arg(long, env = "ASR_BRIDGE_SERVER")]
+    /// Where to recognize: `auto`, the resident server of the call's model, started by the
+    /// first call that needs it (in-process when it cannot serve); `none`, in-process (a model
+    /// loaded per call); unix:PATH or ws://HOST:PORT, that server (`asr_bridge serve`, or
+    /// vosk-server).
+    #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
     pub server: Option<String>,
     /// When the server cannot be reached, load the model in-process instead (without it the
     /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
@@ -515,9 +515,9 @@ mod tests {
         assert_eq!(s.addr.unwrap().to_string(), "ws://asr.example:2700/");
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert!(s.fallback);
-        assert!(args(&[]).unwrap().server.is_none());
         assert!(args(&["--server=none"]).unwrap().server.is_none());
-        let auto = args(&["--server=auto"]).unwrap().server.unwrap();
-        assert_eq!((auto.addr, auto.fallback), (None, true), "auto: the resident server, in-process when it cannot serve");
+        let auto = args(&[]).unwrap().server.unwrap();
+        assert_eq!((auto.addr, auto.fallback), (None, true), "the default: the resident server, in-process when it cannot serve");
+        assert_eq!(args(&["--server=auto"]).unwrap().server.unwrap().addr, None);
     }
 }

@@ -50,7 +50,11 @@ fn install_doctor_call_uninstall() {
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
     let words: Vec<&str> = exec.split_whitespace().filter(|w| !w.starts_with('$')).collect();
     assert_eq!(words[..2], ["/usr/bin/asr_bridge", "serve"], "{exec}");
-    assert!(unit.contains("Type=notify") && unit.contains("RuntimeDirectory=asr_bridge"));
+    assert!(unit.contains("Type=notify") && unit.contains("RuntimeDirectory=asr_bridge") && unit.contains("RuntimeDirectoryPreserve=yes"));
+    // Socket activation: the socket unit listens where the service would.
+    let socket = std::fs::read_to_string(dest.join("usr/lib/systemd/system/asr_bridge.socket")).unwrap();
+    let listen = socket.lines().find_map(|l| l.strip_prefix("ListenStream=")).expect("ListenStream");
+    assert!(exec.contains(&format!("--listen=unix:{listen}")), "{listen} vs {exec}");
     let help = Command::new(&installed).args(&words[1..]).arg("--help").env_remove("LD_LIBRARY_PATH").output().unwrap();
     assert!(help.status.success(), "{exec}: {}", String::from_utf8_lossy(&help.stderr));
     let man = std::fs::read_to_string(dest.join("usr/share/man/man1/asr_bridge.1")).unwrap();
@@ -100,6 +104,9 @@ fn install_doctor_call_uninstall() {
         .arg(format!("--json={}", res.display()))
         .args(["--", "--profile=menu"])
         .env("ASR_BRIDGE_CONFIG", &cfg)
+        // In-process: this test is about the installed files, and a resident server started
+        // by the default --server=auto would outlive it.
+        .env("ASR_BRIDGE_SERVER", "none")
         .env_remove("ASR_BRIDGE_MODEL")
         .env_remove("LD_LIBRARY_PATH")
         .output()

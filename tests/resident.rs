@@ -131,6 +131,27 @@ fn eight_calls_started_together_start_one_server() {
     }
 }
 
+/// The resident server dying mid-call (killed, crashed): the call's connection resets and the
+/// in-process model takes over with the audio heard so far, as `--server-fallback` does.
+#[test]
+fn a_resident_server_killed_mid_call_is_taken_over_in_process() {
+    let _serial = serial();
+    let rt = Runtime::new();
+    rt.call("ko-hello-8k.wav", &[]).run().assert_ok();
+    let servers = rt.servers();
+    assert_eq!(servers.len(), 1);
+    let out = std::thread::scope(|s| {
+        let call = s.spawn(|| rt.call("ko-long-8k.wav", &[]).run());
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: kill(2) on the server this test started.
+        unsafe { libc::kill(servers[0] as i32, libc::SIGKILL) };
+        call.join().unwrap()
+    });
+    out.assert_ok();
+    assert_eq!(backend(&out), "fallback", "{}", out.log);
+    assert!(out.log.contains("took over"), "{}", out.log);
+}
+
 #[test]
 fn a_runtime_directory_that_cannot_be_used_means_in_process_with_a_clear_log_line() {
     let _serial = serial();

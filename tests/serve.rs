@@ -521,3 +521,48 @@ fn a_call_cut_off_mid_utterance_gives_back_a_clean_recognizer() {
     assert!(ws["idle_mb"].as_f64().unwrap() > 5.0, "what the idle recognizer holds is counted: {ws}");
     assert_eq!(warm, cold, "the recognizer had been cut off mid-utterance by the previous caller");
 }
+
+/// Socket activation (`asr_bridge.socket`): the server serves on the listener systemd passes
+/// (`LISTEN_FDS`, fd 3, `LISTEN_PID` its own pid) instead of binding `--listen`; a call that
+/// connected while the model still loaded is served once it has; at exit the socket file is
+/// left to systemd.
+#[test]
+fn socket_activation_serves_on_the_passed_listener() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("activated.sock");
+    let unused = d.path().join("not-bound.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --model="$1" --listen=unix:"$2""#)
+        .arg(bin())
+        .arg(model())
+        .arg(&unused)
+        .stderr(std::fs::File::create(d.path().join("serve.log")).unwrap());
+    // SAFETY: dup2 between fork and exec, onto fd 3 as systemd passes it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, 3) == 3 };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut server = cmd.spawn().unwrap();
+    drop(listener);
+    // Calls at once, while the model loads: they wait in the socket's backlog.
+    let call = Call::new("ko-hello-8k.wav", &[&format!("--server=unix:{}", sock.display()), "--server-timeout=60s", "--end-silence=700ms"]).run();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = server.wait().unwrap();
+    call.assert_ok();
+    assert_eq!(call.json()["backend"], "server", "{}", call.log);
+    assert!(status.success(), "{status:?}");
+    assert!(!unused.exists(), "--listen is not bound when a socket is passed");
+    assert!(sock.exists(), "the passed socket's file is systemd's: left in place");
+}

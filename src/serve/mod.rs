@@ -103,7 +103,8 @@ pub struct ServeArgs {
 const ON_DEMAND_IDLE_EXIT: Duration = Duration::from_secs(600);
 
 enum Listener {
-    Unix(UnixListener, PathBuf),
+    /// `ours`: bound here, so its file is removed at exit (not one systemd passed).
+    Unix { l: UnixListener, path: PathBuf, ours: bool },
     Tcp(TcpListener),
 }
 
@@ -120,7 +121,7 @@ impl Listener {
             let l = UnixListener::bind(&path).map_err(|e| format!("{p}: {e}"))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{p}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok(Listener::Unix(l, path))
+            Ok(Listener::Unix { l, path, ours: true })
         } else if let Some(a) = spec.strip_prefix("tcp:") {
             let l = TcpListener::bind(a).map_err(|e| format!("{a}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -130,16 +131,48 @@ impl Listener {
         }
     }
 
+    /// The sockets systemd passed (socket activation: `LISTEN_PID` is this process,
+    /// `LISTEN_FDS` of them from fd 3), or None when it passed none.
+    fn inherited() -> Result<Option<Vec<Listener>>, String> {
+        use std::os::fd::FromRawFd;
+        let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+        let n: i32 = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+        for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            std::env::remove_var(v);
+        }
+        if !ours || n < 1 {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for fd in 3..3 + n {
+            let addr: nix::sys::socket::SockaddrStorage = nix::sys::socket::getsockname(fd).map_err(|e| format!("socket activation: fd {fd}: {e}"))?;
+            // SAFETY: systemd passed this descriptor to this process to own; it is a socket
+            // (getsockname succeeded) and nothing else here uses it.
+            let l = if let Some(u) = addr.as_unix_addr() {
+                let path = u.path().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("fd{fd}")));
+                let l = unsafe { UnixListener::from_raw_fd(fd) };
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Listener::Unix { l, path, ours: false }
+            } else {
+                let l = unsafe { TcpListener::from_raw_fd(fd) };
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Listener::Tcp(l)
+            };
+            out.push(l);
+        }
+        Ok(Some(out))
+    }
+
     fn name(&self) -> String {
         match self {
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Unix { path, .. } => format!("unix:{}", path.display()),
             Listener::Tcp(l) => l.local_addr().map(|a| format!("ws://{a}")).unwrap_or_else(|_| "tcp:?".into()),
         }
     }
 
     fn accept(&self) -> Option<(Conn, String)> {
         match self {
-            Listener::Unix(l, _) => l.accept().ok().map(|(s, _)| (Conn::Unix(s), "unix".to_string())),
+            Listener::Unix { l, .. } => l.accept().ok().map(|(s, _)| (Conn::Unix(s), "unix".to_string())),
             Listener::Tcp(l) => l.accept().ok().map(|(s, a): (TcpStream, _)| {
                 let _ = s.set_nodelay(true);
                 (Conn::Tcp(s), a.to_string())
@@ -150,8 +183,8 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
+        if let Listener::Unix { path, ours: true, .. } = self {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -193,6 +226,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
+    // First, while this is the only thread: the environment is read and cleared here.
+    let passed = Listener::inherited()?;
     let dur = |name: &str, v: &str| parse_duration(v).ok_or_else(|| format!("--{name} {v:?}: not a duration"));
     let idle = dur("idle-timeout", &args.idle_timeout)?;
     let drain = dur("drain-timeout", &args.drain_timeout)?;
@@ -214,7 +249,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let info = inspect(&args.model).map_err(|e| e.to_string())?;
     let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
-    let listeners: Vec<Listener> = args.listen.iter().map(|l| Listener::bind(l, mode)).collect::<Result<_, _>>()?;
+    let listeners: Vec<Listener> = match passed {
+        Some(passed) => passed,
+        None => args.listen.iter().map(|l| Listener::bind(l, mode)).collect::<Result<_, _>>()?,
+    };
     let listen: Vec<String> = listeners.iter().map(Listener::name).collect();
     let shared = Arc::new(Shared {
         model: Mutex::new(model),
@@ -241,7 +279,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let fds: Vec<_> = listeners
         .iter()
         .map(|l| match l {
-            Listener::Unix(u, _) => u.as_fd(),
+            Listener::Unix { l, .. } => l.as_fd(),
             Listener::Tcp(t) => t.as_fd(),
         })
         .collect();
@@ -549,9 +587,13 @@ pub fn stats(args: Vec<String>) -> (String, ExitCode) {
     #[derive(Parser)]
     #[command(name = "asr_bridge stats")]
     struct StatsArgs {
-        /// The server: unix:PATH or ws://HOST:PORT.
-        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = DEFAULT_ADDRESS)]
+        /// The server: unix:PATH or ws://HOST:PORT; `auto`: the resident server of --model (as
+        /// a call with the default --server=auto finds it), or else the installed unit's socket.
+        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
         server: String,
+        /// The model whose resident server `auto` means.
+        #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
+        model: PathBuf,
         /// Connect and reply deadline.
         #[arg(long, default_value = "2s")]
         timeout: String,
@@ -560,10 +602,20 @@ pub fn stats(args: Vec<String>) -> (String, ExitCode) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    let addr: ServerAddr = match a.server.parse() {
+    let parsed = match a.server.as_str() {
+        // The model's resident server where there is one, else the installed unit's socket.
+        "auto" => Ok(crate::asr::resident::runtime_dir()
+            .and_then(|d| crate::asr::resident::socket_path(&d, &a.model))
+            .ok()
+            .filter(|s| s.exists())
+            .map(ServerAddr::Unix)
+            .unwrap_or_else(|| ServerAddr::Unix(PathBuf::from(DEFAULT_ADDRESS.trim_start_matches("unix:"))))),
+        other => other.parse().map_err(|e| format!("--server {e}")),
+    };
+    let addr: ServerAddr = match parsed {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("stats: --server {e}");
+            eprintln!("stats: {e}");
             return (String::new(), ExitCode::from(2));
         }
     };

@@ -97,6 +97,8 @@ impl SimArgs {
             None => std::env::current_exe().map_err(|e| e.to_string())?,
         };
         let mut o = SimOptions::new(bridge, samples, rate);
+        // The call as Asterisk would run it: the environment's (or the default) server choice.
+        o.env.retain(|(k, _)| k != "ASR_BRIDGE_SERVER");
         o.bridge_args = self.bridge_args.clone();
         o.speed = if self.speed > 0.0 { self.speed } else { return Err("--speed must be positive".into()) };
         o.hangup_at = self.hangup_at.as_deref().map(|v| dur("hangup-at", v)).transpose()?;

@@ -56,7 +56,11 @@ pub struct SimOptions {
     pub sounds: HashMap<String, Duration>,
     /// Replace the header with these exact bytes (fault tests).
     pub raw_header: Option<Vec<u8>>,
-    /// Extra environment for the child.
+    /// Extra environment for the child (later entries win). [`SimOptions::new`] starts it with
+    /// `ASR_BRIDGE_SERVER=none`: a simulated call recognizes in-process unless its arguments
+    /// (or a later entry) name a server, so a test or a bench row never starts a resident
+    /// server by the default `--server=auto`, nor picks up one from the developer's
+    /// environment. `asr_bridge simulate` removes it: there the call runs as Asterisk would.
     pub env: Vec<(String, String)>,
     /// Where the child's stderr goes (None: /dev/null).
     pub child_stderr: Option<PathBuf>,
@@ -120,7 +124,7 @@ impl SimOptions {
             channel_vars: HashMap::new(),
             sounds: HashMap::new(),
             raw_header: None,
-            env: Vec::new(),
+            env: vec![("ASR_BRIDGE_SERVER".into(), "none".into())],
             child_stderr: None,
             audio_out: None,
             mark_s: None,
