@@ -146,14 +146,15 @@ impl Listener {
         let mut out = Vec::new();
         for fd in 3..3 + n {
             let addr: nix::sys::socket::SockaddrStorage = nix::sys::socket::getsockname(fd).map_err(|e| format!("socket activation: fd {fd}: {e}"))?;
-            // SAFETY: systemd passed this descriptor to this process to own; it is a socket
-            // (getsockname succeeded) and nothing else here uses it.
             let l = if let Some(u) = addr.as_unix_addr() {
                 let path = u.path().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("fd{fd}")));
+                // SAFETY: systemd passed this descriptor to this process to own; it is a Unix
+                // socket (getsockname said so) and nothing else here uses it.
                 let l = unsafe { UnixListener::from_raw_fd(fd) };
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
                 Listener::Unix { l, path, ours: false }
             } else {
+                // SAFETY: as above, a socket of another family (TCP) passed to this process.
                 let l = unsafe { TcpListener::from_raw_fd(fd) };
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
                 Listener::Tcp(l)
