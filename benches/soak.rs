@@ -154,7 +154,13 @@ fn main() {
     // The server: no recognizer left behind by any hangup, every call counted, then a drain.
     let mut stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5)).expect("server stats");
     let settle = Instant::now();
-    while stats["active"] != 0 && settle.elapsed() < Duration::from_secs(5) {
+    // Every call ended and every recognizer accounted for (a cut-off call's is recycled after
+    // its slot is freed).
+    let settled = |s: &serde_json::Value| {
+        let n = |k: &str| s["warm"][k].as_u64().unwrap_or(0);
+        s["active"] == 0 && n("built") == n("idle") + n("retired") + n("discarded")
+    };
+    while !settled(&stats) && settle.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
         stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5)).expect("server stats");
     }

@@ -509,7 +509,12 @@ fn a_call_cut_off_mid_utterance_gives_back_a_clean_recognizer() {
             ws.send(Message::text(r#"{"eof" : 1}"#)).unwrap();
             ws.read().unwrap();
         }
-        server.wait_for("the cut-off call to end", |s| s["active"] == 0);
+        // Ended, and its recognizer accounted for (back in the pool, or freed).
+        server.wait_for("the cut-off call to end", |s| {
+            let w = &s["warm"];
+            let n = |k: &str| w[k].as_u64().unwrap_or(0);
+            s["active"] == 0 && n("built") == n("idle") + n("retired") + n("discarded")
+        });
         let next = served("ko-weather-8k.wav", &server, &["--end-silence=700ms"]);
         next.assert_ok();
         ((next.var("ASR_TEXT").to_string(), next.var("ASR_CONFIDENCE").to_string()), server.stats()["warm"].clone())
@@ -565,4 +570,24 @@ fn socket_activation_serves_on_the_passed_listener() {
     assert!(status.success(), "{status:?}");
     assert!(!unused.exists(), "--listen is not bound when a socket is passed");
     assert!(sock.exists(), "the passed socket's file is systemd's: left in place");
+}
+
+/// The admission slot comes back as soon as the final result is sent: a client that places
+/// its next call the moment it has its result is admitted, even at `--max-calls=1` and with the
+/// old recognizer still being freed (`--cold` frees it after every call).
+#[test]
+fn the_slot_is_free_once_the_final_result_is_sent() {
+    let server = Server::start(&["--max-calls=1", "--cold"]);
+    let (samples, _) = asr_bridge::audio::wav::read_mono16(&root().join("test-audio/ko-hello-8k.wav")).unwrap();
+    for round in 0..5 {
+        let mut ws = server.raw_client();
+        for block in samples.chunks(8000) {
+            ws.send(Message::binary(block.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>())).unwrap();
+            ws.read().unwrap();
+        }
+        ws.send(Message::text(r#"{"eof" : 1}"#)).unwrap();
+        let last = ws.read().unwrap();
+        assert!(last.to_text().unwrap().contains("\"text\""), "round {round}: {last:?}");
+    }
+    assert_eq!(server.stats()["refused"], 0, "{}", server.log());
 }

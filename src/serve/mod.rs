@@ -414,7 +414,7 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     let limits = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
     let result = tungstenite::accept_hdr_with_config(conn, callback, Some(limits));
     // The slot is given back however the connection ends.
-    let _slot = admitted.get().then(|| SlotGuard(&sh.stats));
+    let mut slot = admitted.get().then(|| SlotGuard(&sh.stats));
     let mut ws = match result {
         Ok(ws) => ws,
         Err(e) => {
@@ -438,13 +438,15 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
     let _ = ws.get_ref().set_timeouts(Some(sh.idle));
     let mut held = None;
-    match serve_call(sh, &mut ws, id, &mut held) {
+    match serve_call(sh, &mut ws, id, &mut held, &mut slot) {
         Ok(()) => {
             sh.stats.completed.fetch_add(1, Ordering::Relaxed);
         }
         Err((code, why)) => {
             sh.stats.aborted.fetch_add(1, Ordering::Relaxed);
             log_line!("call {id} from {peer} ended: {why}");
+            // The slot first: the caller may already be placing its next call.
+            drop(slot.take());
             if let Some(c) = held.take() {
                 recycle(sh, c);
             }
@@ -489,7 +491,8 @@ type CallEnd = Result<(), (Option<CloseCode>, String)>;
 
 /// vosk-server's loop for one call; `Ok` when the client got its final result. `call` holds
 /// the call's recognizer between messages, and still holds it when the call ends otherwise.
-fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Option<Box<ServedCall>>) -> CallEnd {
+/// `slot` is the call's admission, given back as soon as the final result is sent.
+fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Option<Box<ServedCall>>, slot: &mut Option<SlotGuard>) -> CallEnd {
     let mut cfg = CallConfig::new(sh.default_rate);
     let mut counted_ms = 0u64;
     loop {
@@ -558,6 +561,12 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Optio
             let ms = c.samples * 1000 / c.rate.max(1) as u64;
             sh.stats.audio_ms.fetch_add(ms - counted_ms, Ordering::Relaxed);
             counted_ms = ms;
+        }
+        if last {
+            // The call's work is done: free its slot before the client has its result, since it
+            // may place its next call the moment it does (not after the recognizer is pooled or
+            // freed, which takes a while).
+            drop(slot.take());
         }
         if let Err(e) = ws.send(Message::text(reply)) {
             *call = Some(c);
