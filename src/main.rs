@@ -15,6 +15,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 /// malloc spent a quarter of a warm server's CPU (`malloc_consolidate`, `_int_malloc` under
 /// Kaldi's per-frame lattice links); with jemalloc a warm server needs 0.15 CPU-s per audio
 /// second instead of 0.22 (README, "Served mode").
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -7,9 +7,8 @@
 //! counters around a piece of work is what that work left allocated; summed over a
 //! recognizer's life it is the recognizer's footprint (give or take the few result strings the
 //! work hands back, about 1 KB per call). The warm pool bounds it (`--warm-max-mb`) and reports
-//! it (`asr_bridge stats`).
-
-use tikv_jemalloc_ctl::thread::{allocatedp, deallocatedp};
+//! it (`asr_bridge stats`). Built without the `jemalloc` feature (the fuzz targets), nothing
+//! is counted.
 
 /// Runs `f` and returns the bytes it left allocated on this thread (negative: it freed
 /// more than it allocated). 0 when the counters cannot be read.
@@ -24,11 +23,18 @@ pub fn net_bytes<T>(f: impl FnOnce() -> T) -> (T, i64) {
 }
 
 /// This thread's (allocated, deallocated) byte counters.
+#[cfg(feature = "jemalloc")]
 fn counters() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::thread::{allocatedp, deallocatedp};
     Some((allocatedp::read().ok()?.get(), deallocatedp::read().ok()?.get()))
 }
 
-#[cfg(test)]
+#[cfg(not(feature = "jemalloc"))]
+fn counters() -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(all(test, feature = "jemalloc"))]
 mod tests {
     use super::*;
 
