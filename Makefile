@@ -126,7 +126,7 @@ demo-served: build model
 	$(BIN) simulate --wav $(DEMO_WAV) -- --server=$$sock --end-silence=700ms; rc=$$?; \
 	$(BIN) stats --server=$$sock; kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 
-test: $(LIBVOSK) model
+test: $(LIBVOSK) model peer-venv
 	cargo test --all-targets
 	cargo test --doc
 

@@ -223,10 +223,10 @@ fn reason_of(e: &AsrError) -> String {
 
 /// Loads the model in-process and checks the grammar against its vocabulary.
 fn local_source(info: &ModelInfo, opts: &EngineOptions, events: &Sender<Event>) -> Result<Source, AsrError> {
-    let (mut model, _) = load_model(info)?;
+    let (model, _) = load_model(info)?;
     let mut engine_opts = opts.clone();
     if let Some(phrases) = engine_opts.grammar.take() {
-        let (kept, oov) = super::grammar::check_vocabulary(&mut model, &phrases);
+        let (kept, oov) = super::grammar::check_vocabulary(&model, &phrases);
         if !oov.is_empty() {
             let _ = events.send(Event::OutOfVocabulary(oov));
         }

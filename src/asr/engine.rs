@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vosk::{CompleteResult, DecodingState, Model, Recognizer};
 
+use super::vosk_raw::Take;
 use super::{AsrError, ModelInfo};
 use crate::audio::resample::Resampler;
 
@@ -296,13 +297,12 @@ impl Engine {
     /// libvosk's result as vosk-server sends it: the closed segment, or with `last` the final
     /// one (flushing the recognizer).
     pub fn result_json(&mut self, last: bool) -> String {
-        let res = if last { self.rec.final_result() } else { self.rec.result() };
-        serde_json::to_string(&res).unwrap_or_else(|_| "{\"text\": \"\"}".into())
+        super::vosk_raw::json(&mut self.rec, if last { Take::Final } else { Take::Closed })
     }
 
-    /// libvosk's partial result as vosk-server sends it.
+    /// libvosk's partial result, byte for byte as vosk-server sends it.
     pub fn partial_json(&mut self) -> String {
-        serde_json::to_string(&self.rec.partial_result()).unwrap_or_else(|_| "{\"partial\": \"\"}".into())
+        super::vosk_raw::json(&mut self.rec, Take::Partial)
     }
 
     /// Word times and confidences in results (on by default; vosk-server's `words`).

@@ -4,7 +4,7 @@
 //! JSON is built and re-parsed with serde_json before libvosk ever sees it. Runs on the
 //! controller (parsing) and the recognizer thread (vocabulary checks).
 
-use super::AsrError;
+use super::{vosk_raw, AsrError};
 
 /// Lowercases, turns punctuation (quotes and backslashes included) into spaces, and
 /// collapses whitespace. Letters of every script are kept.
@@ -59,15 +59,18 @@ pub fn vosk_grammar_args(phrases: &[String]) -> Result<Vec<String>, AsrError> {
 
 /// Keeps the phrases with at least one word the model knows (libvosk drops unknown words)
 /// and lists the unknown words. Adds `[unk]` for rejection when the model has that word.
-pub fn check_vocabulary(model: &mut vosk::Model, phrases: &[String]) -> (Vec<String>, Vec<String>) {
+/// Linear in the words: a list of unknown words is checked without a quadratic scan, and
+/// without holding anything shared with other calls ([`vosk_raw::knows`] takes `&Model`).
+pub fn check_vocabulary(model: &vosk::Model, phrases: &[String]) -> (Vec<String>, Vec<String>) {
     let mut kept = Vec::new();
     let mut oov = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in phrases {
         let mut known = false;
         for w in p.split(' ') {
-            if model.find_word(w).is_some() {
+            if vosk_raw::knows(model, w) {
                 known = true;
-            } else if !oov.iter().any(|o| o == w) {
+            } else if seen.insert(w) {
                 oov.push(w.to_string());
             }
         }
@@ -75,7 +78,7 @@ pub fn check_vocabulary(model: &mut vosk::Model, phrases: &[String]) -> (Vec<Str
             kept.push(p.clone());
         }
     }
-    if !kept.is_empty() && model.find_word("[unk]").is_some() && !kept.iter().any(|k| k == "[unk]") {
+    if !kept.is_empty() && vosk_raw::knows(model, "[unk]") && !kept.iter().any(|k| k == "[unk]") {
         kept.push("[unk]".to_string());
     }
     (kept, oov)

@@ -12,6 +12,7 @@ pub mod noise;
 pub mod recognizer;
 pub mod remote;
 pub mod resident;
+pub mod vosk_raw;
 
 pub use engine::{Engine, Transcript};
 pub use model::ModelInfo;

@@ -163,6 +163,10 @@ pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<WebS
 /// dropped (its `--idle-timeout`, in ms), so the client can ping in time.
 pub const IDLE_HEADER: &str = "x-asr-bridge-idle-timeout-ms";
 
+/// The response header with which `asr_bridge serve` marks a 503 as "busy" (at capacity, or
+/// the client holds its share): any other 502/503 (a balancer with no backend) is unreachable.
+pub const BUSY_HEADER: &str = "x-asr-bridge-busy";
+
 /// [`connect`], also returning the server's idle timeout when it says it.
 pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<(WebSocket<Conn>, Option<Duration>), AsrError> {
     let until = Instant::now() + deadline;

@@ -4,8 +4,21 @@
 //!   taken until the first audio (no reply, as vosk-server);
 //! - binary: 16-bit little-endian audio; reply `{"partial": ..}`, or `{"text": .., "result": ..}`
 //!   when libvosk's endpoint closed a segment;
-//! - text `{"eof" : 1}`: reply the final result, then close; `{"reset" : 1}`: reply the final
-//!   result and go on.
+//! - text `{"eof" : 1}`: reply the final result, then close (code 1000); `{"reset" : 1}`: reply
+//!   the final result and go on;
+//! - text `{"pause" : 1}` (an extension, sent only by the bridge to `asr_bridge serve`): the
+//!   client stops sending audio on purpose (a prompt without barge-in) and keeps the call with
+//!   pings; no reply.
+//!
+//! Replies are libvosk's own JSON, byte for byte as vosk-server sends it
+//! ([`crate::asr::vosk_raw`]). A message is decoded a block (100 ms) at a time, each block its
+//! own job on the worker pool, so a client sending long messages, or sending faster than real
+//! time, cannot hold a worker while other calls wait: the pool's queue takes the calls' blocks
+//! in turn. Only the message's last block may close a segment (libvosk's endpoint found on an
+//! earlier block is not taken, so decoding goes on through the message), which is what
+//! vosk-server's one `AcceptWaveform` per message does: the replies stay its own. A
+//! grammar whose words are all unknown to the model decodes nothing and answers empty results,
+//! as vosk-server does (libvosk crashes on an empty grammar, so no recognizer is built).
 //!
 //! The recognizer is built by the same [`Engine`] the in-process bridge uses (vocabulary check,
 //! grammar JSON guarded against libvosk's crashes, resampling when the model needs it), so a
@@ -13,7 +26,6 @@
 
 use super::meter::net_bytes;
 use super::warm::{Warm, WarmKey, WarmPool};
-use std::sync::Mutex;
 
 use serde_json::Value;
 use vosk::Model;
@@ -21,6 +33,11 @@ use vosk::Model;
 use crate::asr::engine::{block_len, Engine, EngineOptions};
 use crate::asr::grammar;
 use crate::asr::{AsrError, ModelInfo};
+
+/// Most phrases in a `phrase_list` (a menu has tens; a directory of names, hundreds).
+pub const MAX_PHRASES: usize = 4096;
+/// Longest phrase, in bytes.
+pub const MAX_PHRASE_BYTES: usize = 256;
 
 /// Settings from the config message.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,16 +69,7 @@ impl CallConfig {
             self.sample_rate = r.round() as u32;
         }
         if let Some(v) = c.get("phrase_list") {
-            let list = v.as_array().ok_or("phrase_list must be an array of strings")?;
-            let mut phrases = Vec::new();
-            for p in list {
-                let p = p.as_str().ok_or("phrase_list must be an array of strings")?;
-                let n = grammar::normalize(p);
-                if !n.is_empty() && !phrases.contains(&n) {
-                    phrases.push(n);
-                }
-            }
-            self.phrase_list = Some(phrases);
+            self.phrase_list = Some(phrase_list(v)?);
         }
         if let Some(v) = c.get("words") {
             self.words = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
@@ -77,12 +85,34 @@ impl CallConfig {
     }
 }
 
+/// A `phrase_list`: normalized, de-duplicated in order (linear time), within the caps.
+fn phrase_list(v: &Value) -> Result<Vec<String>, String> {
+    let list = v.as_array().ok_or("phrase_list must be an array of strings")?;
+    if list.len() > MAX_PHRASES {
+        return Err(format!("phrase_list has {} phrases; at most {MAX_PHRASES}", list.len()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut phrases = Vec::new();
+    for p in list {
+        let p = p.as_str().ok_or("phrase_list must be an array of strings")?;
+        if p.len() > MAX_PHRASE_BYTES {
+            return Err(format!("a phrase of {} bytes; at most {MAX_PHRASE_BYTES}", p.len()));
+        }
+        let n = grammar::normalize(p);
+        if !n.is_empty() && seen.insert(n.clone()) {
+            phrases.push(n);
+        }
+    }
+    Ok(phrases)
+}
+
 /// What a text message asks for.
 #[derive(Debug, PartialEq)]
 pub enum TextMessage {
     Config(Value),
     Eof,
     Reset,
+    Pause,
     Other,
 }
 
@@ -97,6 +127,8 @@ pub fn classify(text: &str) -> TextMessage {
         TextMessage::Eof
     } else if truthy("reset") {
         TextMessage::Reset
+    } else if truthy("pause") {
+        TextMessage::Pause
     } else {
         TextMessage::Other
     }
@@ -104,12 +136,15 @@ pub fn classify(text: &str) -> TextMessage {
 
 /// One call's recognizer and its audio accumulator.
 pub struct ServedCall {
-    engine: Engine,
+    /// None: the call's grammar has no word the model knows (see the module docs).
+    engine: Option<Engine>,
     /// Samples waiting for a whole block (only when the engine resamples, whose resampler takes
     /// fixed blocks; otherwise each message is fed as it came, as vosk-server does).
     pending: Vec<i16>,
     block: usize,
     odd: Option<u8>,
+    /// Segments closed since the last reply (libvosk's JSON).
+    closed: Vec<String>,
     /// Samples received.
     pub samples: u64,
     pub rate: u32,
@@ -123,20 +158,34 @@ pub struct ServedCall {
     broken: bool,
 }
 
-/// The reply to audio that closed no segment, when partials are off.
-const NO_PARTIAL: &str = r#"{"partial" : ""}"#;
+/// The reply to audio that closed no segment, when partials are off or nothing can be
+/// recognized; and the final result of a call that can recognize nothing (libvosk's own).
+const NO_PARTIAL: &str = "{\n  \"partial\" : \"\"\n}";
+const NO_RESULT: &str = "{\n  \"text\" : \"\"\n}";
+
+/// What becomes of a call's recognizer at the end of the call.
+pub enum Afterlife {
+    /// Clean: back to the warm pool.
+    Warm(WarmKey, Warm<Engine>),
+    /// Freed (audio left unfed, resampler state, an error).
+    Discard,
+    /// The call had none.
+    None,
+}
 
 impl ServedCall {
     /// The call's recognizer: a warm one of its key from `warm`, or one built on the shared
     /// model. Also the grammar words the model does not know.
-    pub fn open(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
+    pub fn open(model: &Model, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
         let key = WarmKey { rate: cfg.sample_rate, grammar: cfg.phrase_list.clone(), alternatives: cfg.max_alternatives, words: cfg.words };
         let (engine, oov, uses, bytes) = match warm.take(&key) {
-            Some(w) => (w.engine, w.oov, w.uses, w.bytes),
+            Some(w) => (Some(w.engine), w.oov, w.uses, w.bytes),
             None => {
                 let (built, bytes) = net_bytes(|| Self::build(model, info, cfg));
                 let (engine, oov) = built?;
-                warm.note_built();
+                if engine.is_some() {
+                    warm.note_built();
+                }
                 (engine, oov, 0, bytes)
             }
         };
@@ -146,6 +195,7 @@ impl ServedCall {
             pending: Vec::with_capacity(block * 2),
             block,
             odd: None,
+            closed: Vec::new(),
             samples: 0,
             rate: cfg.sample_rate,
             partials: cfg.partials,
@@ -158,93 +208,127 @@ impl ServedCall {
         Ok((call, oov))
     }
 
-    /// The recognizer to keep warm after the call's final result, unless it cannot be reused
-    /// cleanly (audio left unfed, the bridge resamples for it: filter state, or libvosk failed).
-    pub fn into_warm(self) -> Option<(WarmKey, Warm<Engine>)> {
-        let clean = self.pending.is_empty() && self.odd.is_none() && !self.engine.resampling() && !self.broken;
-        clean.then(|| (self.key, Warm::new(self.engine, self.oov, self.uses, self.bytes)))
+    /// What becomes of the recognizer after the call's final result: back to the pool unless it
+    /// cannot be reused cleanly (audio left unfed, the bridge resamples for it: filter state, or
+    /// libvosk failed).
+    pub fn into_warm(self) -> Afterlife {
+        let Some(engine) = self.engine else { return Afterlife::None };
+        let clean = self.pending.is_empty() && self.odd.is_none() && !engine.resampling() && !self.broken;
+        if clean {
+            Afterlife::Warm(self.key, Warm::new(engine, self.oov, self.uses, self.bytes))
+        } else {
+            Afterlife::Discard
+        }
     }
 
     /// A call cut off mid-utterance (client gone, idle, closed without eof): takes libvosk's
     /// final result and drops it, which ends the utterance as `eof` would (the next accept
     /// starts a new feature pipeline: nothing of this caller's voice carries over), so the
     /// recognizer can still go back warm. Audio waiting for a whole block is dropped unfed.
-    pub fn abandon(mut self) -> Option<(WarmKey, Warm<Engine>)> {
-        if self.broken {
-            return None;
+    pub fn abandon(mut self) -> Afterlife {
+        if self.engine.is_some() && !self.broken {
+            self.pending.clear();
+            self.odd = None;
+            let _ = self.metered(|e| Ok(e.result_json(true)));
         }
-        self.pending.clear();
-        self.odd = None;
-        let _ = self.metered(|e| Ok(e.result_json(true)));
         self.into_warm()
     }
 
     /// Runs libvosk work on the recognizer, counting what it leaves allocated; an error
     /// marks the recognizer broken.
     fn metered<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T, AsrError>) -> Result<T, AsrError> {
-        let (r, grew) = net_bytes(|| f(&mut self.engine));
+        let Some(engine) = self.engine.as_mut() else { return Err(AsrError::Panic("no recognizer".into())) };
+        let (r, grew) = net_bytes(|| f(engine));
         self.bytes += grew;
         self.broken |= r.is_err();
         r
     }
 
-    /// Builds the recognizer on the shared model (held locked only while building).
-    fn build(model: &Mutex<Model>, info: &ModelInfo, cfg: &CallConfig) -> Result<(Engine, Vec<String>), AsrError> {
-        let mut m = model.lock().map_err(|_| AsrError::Panic("model lock poisoned".into()))?;
+    /// Builds the recognizer on the shared model; None when the grammar has no known word.
+    /// Nothing here locks the model: recognizers are built side by side, as vosk-server does.
+    fn build(model: &Model, info: &ModelInfo, cfg: &CallConfig) -> Result<(Option<Engine>, Vec<String>), AsrError> {
         let mut opts = EngineOptions { grammar: None, alternatives: cfg.max_alternatives };
         let mut oov = Vec::new();
         if let Some(phrases) = &cfg.phrase_list {
-            let (kept, unknown) = grammar::check_vocabulary(&mut m, phrases);
+            let (kept, unknown) = grammar::check_vocabulary(model, phrases);
             oov = unknown;
+            if kept.is_empty() {
+                return Ok((None, oov));
+            }
             if info.runtime_grammar {
                 grammar::vosk_grammar_args(&kept)?;
             }
             opts.grammar = Some(kept);
         }
-        let mut engine = Engine::new(&m, info, cfg.sample_rate, &opts)?;
-        drop(m);
+        let mut engine = Engine::new(model, info, cfg.sample_rate, &opts)?;
         if !cfg.words {
             engine.set_words(false);
         }
-        Ok((engine, oov))
+        Ok((Some(engine), oov))
     }
 
-    /// Feeds one binary message; the reply to send.
-    pub fn audio(&mut self, bytes: &[u8]) -> Result<String, AsrError> {
+    /// The bytes of one decode job: a block.
+    pub fn piece_bytes(&self) -> usize {
+        self.block * 2
+    }
+
+    /// Feeds one piece of a binary message; a segment closed by the message's `last` piece
+    /// waits for [`ServedCall::reply`].
+    pub fn audio(&mut self, bytes: &[u8], last: bool) -> Result<(), AsrError> {
+        let samples = self.samples_of(bytes);
+        self.samples += samples.len() as u64;
+        if self.engine.is_none() {
+            return Ok(());
+        }
+        if self.engine.as_ref().is_some_and(Engine::resampling) {
+            self.pending.extend_from_slice(&samples);
+            let mut at = 0;
+            while self.pending.len() - at >= self.block {
+                let block = self.pending[at..at + self.block].to_vec();
+                self.accept(&block, true)?;
+                at += self.block;
+            }
+            self.pending.drain(..at);
+        } else if !samples.is_empty() {
+            self.accept(&samples, last)?;
+        }
+        Ok(())
+    }
+
+    /// 16-bit little-endian samples, carrying an odd byte over to the next message.
+    fn samples_of(&mut self, bytes: &[u8]) -> Vec<i16> {
         let mut samples = Vec::with_capacity(bytes.len() / 2 + 1);
-        let mut it = bytes.iter().copied();
+        let mut rest = bytes;
         if let Some(lo) = self.odd.take() {
-            match it.next() {
-                Some(hi) => samples.push(i16::from_le_bytes([lo, hi])),
+            match rest.split_first() {
+                Some((hi, tail)) => {
+                    samples.push(i16::from_le_bytes([lo, *hi]));
+                    rest = tail;
+                }
                 None => self.odd = Some(lo),
             }
         }
-        let rest: Vec<u8> = it.collect();
         let mut pairs = rest.chunks_exact(2);
         samples.extend(pairs.by_ref().map(|p| i16::from_le_bytes([p[0], p[1]])));
         if let [b] = pairs.remainder() {
             self.odd = Some(*b);
         }
-        self.samples += samples.len() as u64;
-        let mut closed = Vec::new();
-        if self.engine.resampling() {
-            self.pending.extend_from_slice(&samples);
-            let mut at = 0;
-            while self.pending.len() - at >= self.block {
-                let block = self.pending[at..at + self.block].to_vec();
-                if let Some(r) = self.metered(|e| Ok(e.accept_raw(&block)?.then(|| e.result_json(false))))? {
-                    closed.push(r);
-                }
-                at += self.block;
-            }
-            self.pending.drain(..at);
-        } else if !samples.is_empty() {
-            if let Some(r) = self.metered(|e| Ok(e.accept_raw(&samples)?.then(|| e.result_json(false))))? {
-                closed.push(r);
-            }
+        samples
+    }
+
+    /// Feeds samples; with `close`, an endpoint libvosk found closes the segment.
+    fn accept(&mut self, samples: &[i16], close: bool) -> Result<(), AsrError> {
+        if let Some(r) = self.metered(|e| Ok((e.accept_raw(samples)? && close).then(|| e.result_json(false))))? {
+            self.closed.push(r);
         }
+        Ok(())
+    }
+
+    /// The reply to the audio fed since the last one: the closed segment, or the partial.
+    pub fn reply(&mut self) -> Result<String, AsrError> {
+        let mut closed = std::mem::take(&mut self.closed);
         Ok(match closed.len() {
-            0 if self.partials => self.metered(|e| Ok(e.partial_json()))?,
+            0 if self.partials && self.engine.is_some() => self.metered(|e| Ok(e.partial_json()))?,
             0 => NO_PARTIAL.to_string(),
             1 => closed.pop().unwrap_or_default(),
             _ => merge(&closed),
@@ -253,6 +337,9 @@ impl ServedCall {
 
     /// The final result (`eof`/`reset`): feeds what waits for a whole block, then flushes.
     pub fn finish(&mut self) -> Result<String, AsrError> {
+        if self.engine.is_none() {
+            return Ok(NO_RESULT.to_string());
+        }
         let rest = std::mem::take(&mut self.pending);
         self.metered(|e| {
             if !rest.is_empty() && e.accept_raw(&rest)? {

@@ -8,15 +8,25 @@
 //!
 //! Thread per connection (blocking sockets with deadlines), decode on the pool: a connection
 //! thread costs a few pages of stack; the model and decoding are the memory and CPU.
+//!
+//! On a network ([`access`]): TCP needs a token (or `--allow-anonymous`) and may be limited to
+//! address blocks. Limits that hold against a hostile client: at most `--max-handshakes`
+//! connections before their handshake, each with one total deadline ([`http`]); accept errors
+//! (EMFILE) back off; audio per message capped (`--max-message-audio`) and decoded a block at a
+//! time on the pool; phrase lists capped and checked without a shared lock ([`call`]); a
+//! connection that sends no audio for `--idle-timeout` is dropped even if it pings, unless the
+//! client announced a pause; `--max-calls-per-client` shares the slots out by address.
+//! Plain HTTP: `/health` (200, or 503 while draining) and `/metrics` (Prometheus text).
 
+pub mod access;
 pub mod call;
+pub mod http;
 pub mod invariants;
 pub mod meter;
 pub mod pool;
 pub mod stats;
 pub mod warm;
 
-use std::cell::Cell;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -24,24 +34,27 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
 use crate::asr::engine::load_model;
 use crate::asr::model::inspect;
-use crate::asr::remote::{fetch_stats, Conn, ServerAddr};
+use crate::asr::remote::{fetch_stats, Conn, ServerAddr, BUSY_HEADER};
 use crate::asr::ModelInfo;
 use crate::config::parse_duration;
 use crate::log_line;
-use call::{classify, CallConfig, ServedCall, TextMessage};
+use access::{Access, Cidr, Peer, Token};
+use call::{classify, Afterlife, CallConfig, ServedCall, TextMessage};
+use http::{Replayed, HANDSHAKE_DEADLINE};
 use pool::Pool;
-use stats::Stats;
+use stats::{Refusal, Stats};
 
 /// The default address (a socket in the systemd unit's RuntimeDirectory).
 pub const DEFAULT_ADDRESS: &str = "unix:/run/asr_bridge/asr.sock";
@@ -92,11 +105,36 @@ pub struct ServeArgs {
     /// Exit after this long without calls [default: never; 10m with --on-demand].
     #[arg(long)]
     pub idle_exit: Option<String>,
+    /// The token TCP clients must present (`Authorization: Bearer TOKEN`), read from this file
+    /// (else from `ASR_BRIDGE_TOKEN` in the environment; never given on the command line).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Serve TCP clients without a token (anyone who reaches the port can run calls and read
+    /// the statistics). Without a token or this, a TCP listener is refused at start.
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// Answer TCP clients only from these address blocks (repeatable): 10.0.0.0/8, ::1, ...
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<Cidr>,
+    /// Connections accepted but not through their handshake, at most; more are closed at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_handshakes: usize,
+    /// Calls one client address may hold at once [default: no share; behind a balancer every
+    /// call comes from the balancer's address].
+    #[arg(long)]
+    pub max_calls_per_client: Option<usize>,
+    /// Audio one binary message may hold; a longer one closes the call (1009).
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    pub max_message_audio: Duration,
     /// Started by a call (`--server=auto`): exit after --idle-exit without calls, and when the
     /// --model path comes to name other model files (a new model deployed), so the next call
     /// starts a fresh server on it.
     #[arg(long)]
     pub on_demand: bool,
+}
+
+fn duration_arg(v: &str) -> Result<Duration, String> {
+    parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| format!("{v:?}: not a duration (e.g. 500ms, 10s, 2m)"))
 }
 
 /// Without calls this long, a server started on demand exits.
@@ -112,7 +150,11 @@ impl Listener {
     fn bind(spec: &str, mode: u32) -> Result<Listener, String> {
         if let Some(p) = spec.strip_prefix("unix:") {
             let path = PathBuf::from(p);
-            if path.exists() {
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                use std::os::unix::fs::FileTypeExt;
+                if !meta.file_type().is_socket() {
+                    return Err(format!("{p}: exists and is not a socket (not removed)"));
+                }
                 if UnixStream::connect(&path).is_ok() {
                     return Err(format!("{p}: another server is already listening there"));
                 }
@@ -171,13 +213,30 @@ impl Listener {
         }
     }
 
-    fn accept(&self) -> Option<(Conn, String)> {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Listener::Unix { l, .. } => l.accept().ok().map(|(s, _)| (Conn::Unix(s), "unix".to_string())),
-            Listener::Tcp(l) => l.accept().ok().map(|(s, a): (TcpStream, _)| {
+            Listener::Unix { l, .. } => l.as_fd(),
+            Listener::Tcp(t) => t.as_fd(),
+        }
+    }
+
+    fn is_tcp(&self) -> bool {
+        matches!(self, Listener::Tcp(_))
+    }
+
+    /// The next connection waiting; None when none is.
+    fn accept(&self) -> std::io::Result<Option<(Conn, Peer)>> {
+        let got = match self {
+            Listener::Unix { l, .. } => l.accept().map(|(s, _)| (Conn::Unix(s), Peer::Unix)),
+            Listener::Tcp(l) => l.accept().map(|(s, a): (TcpStream, _)| {
                 let _ = s.set_nodelay(true);
-                (Conn::Tcp(s), a.to_string())
+                (Conn::Tcp(s), Peer::Tcp(a.ip()))
             }),
+        };
+        match got {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
@@ -190,12 +249,22 @@ impl Drop for Listener {
     }
 }
 
-/// Largest message taken from a client: 10 s of 48 kHz audio.
+/// Largest message taken from a client: 10 s of 48 kHz audio (`--max-message-audio` then
+/// caps it in seconds at the call's rate).
 const MAX_MESSAGE: usize = 960 * 1024;
+
+/// After an accept error (EMFILE, ENFILE, ENOMEM), the pause before the next accept: the
+/// listener stays readable, and retrying at once would spin a core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A pause the client announced holds the call at most this long without audio.
+const MAX_PAUSE: Duration = Duration::from_secs(600);
 
 /// What the server shares with each connection thread.
 struct Shared {
-    model: Mutex<vosk::Model>,
+    /// Shared by every call without a lock: libvosk builds recognizers on one model from many
+    /// threads (vosk-server does), and the word lookup only reads ([`crate::asr::vosk_raw`]).
+    model: vosk::Model,
     info: ModelInfo,
     pool: Pool,
     stats: Stats,
@@ -205,6 +274,8 @@ struct Shared {
     default_rate: u32,
     listen: Vec<String>,
     next_id: AtomicUsize,
+    access: Access,
+    max_message_audio: Duration,
 }
 
 /// Entry point of `asr_bridge serve`.
@@ -229,6 +300,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
 fn serve(args: ServeArgs) -> Result<(), String> {
     // First, while this is the only thread: the environment is read and cleared here.
     let passed = Listener::inherited()?;
+    let token = Token::configured(args.token_file.as_deref(), std::env::var("ASR_BRIDGE_TOKEN").ok())?;
+    std::env::remove_var("ASR_BRIDGE_TOKEN");
     let dur = |name: &str, v: &str| parse_duration(v).ok_or_else(|| format!("--{name} {v:?}: not a duration"));
     let idle = dur("idle-timeout", &args.idle_timeout)?;
     let drain = dur("drain-timeout", &args.drain_timeout)?;
@@ -248,6 +321,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         unsafe { signal_hook::low_level::register(s, move || { n.fetch_add(1, Ordering::SeqCst); }) }
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
+    // Before the model loads: a listener refused for want of a token fails at once.
+    let tcp = match &passed {
+        Some(p) => p.iter().any(Listener::is_tcp),
+        None => args.listen.iter().any(|l| l.starts_with("tcp:")),
+    };
+    let access = Access::new(token, args.allow_anonymous, args.allow.clone(), tcp)?;
+    raise_open_files_limit();
     let info = inspect(&args.model).map_err(|e| e.to_string())?;
     let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
     let listeners: Vec<Listener> = match passed {
@@ -256,10 +336,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let listen: Vec<String> = listeners.iter().map(Listener::name).collect();
     let shared = Arc::new(Shared {
-        model: Mutex::new(model),
+        model,
         info,
         pool: Pool::new(workers).map_err(|e| format!("cannot start the decode workers: {e}"))?,
-        stats: Stats::new(max_calls),
+        stats: Stats::new(max_calls, args.max_calls_per_client.map(|n| n.max(1))),
         warm: warm::WarmPool::new(warm::Bounds {
             capacity: if args.cold { 0 } else { max_calls },
             max_uses: args.warm_max_uses.max(1),
@@ -269,54 +349,50 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         default_rate: args.sample_rate,
         listen: listen.clone(),
         next_id: AtomicUsize::new(1),
+        access,
+        max_message_audio: args.max_message_audio,
     });
     log_line!(
-        "serving {} (loaded in {:.0} ms) on {} with {workers} decode workers, at most {max_calls} calls",
+        "serving {} (loaded in {:.0} ms) on {} with {workers} decode workers, at most {max_calls} calls; {}",
         shared.info.dir.display(),
         load.as_secs_f64() * 1000.0,
-        listen.join(", ")
+        listen.join(", "),
+        shared.access.describe()
     );
     notify_systemd("READY=1");
-    let fds: Vec<_> = listeners
-        .iter()
-        .map(|l| match l {
-            Listener::Unix { l, .. } => l.as_fd(),
-            Listener::Tcp(t) => t.as_fd(),
-        })
-        .collect();
+    let fds: Vec<_> = listeners.iter().map(Listener::fd).collect();
     let mut idle = IdleWatch::new(&shared.stats);
+    let mut accept_errors = ErrorLog::default();
     while signals.load(Ordering::SeqCst) == 0 {
         if let Some(why) = idle.expired(&shared.stats, idle_exit).or_else(|| deployed.as_ref().and_then(|d| d.changed(&args.model))) {
             log_line!("{why}; exiting");
             break;
         }
-        let mut pfds: Vec<nix::poll::PollFd> = fds.iter().map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN)).collect();
-        if nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0) <= 0 {
+        if !wait_readable(&fds, 200) {
             continue;
         }
         for l in &listeners {
-            while let Some((conn, peer)) = l.accept() {
-                let _ = conn.set_nonblocking(false);
-                let sh = shared.clone();
-                let spawned = std::thread::Builder::new().name("call".into()).spawn(move || connection(&sh, conn, &peer));
-                if let Err(e) = spawned {
-                    log_line!("cannot start a connection thread: {e}");
-                }
-            }
+            accept_all(&shared, l, args.max_handshakes.max(1), &mut accept_errors);
         }
     }
-    // Drain: stop listening (new clients get "connection refused" and fall back), let the
-    // calls in flight finish.
+    // Drain: the Unix sockets stop listening (a bridge on this box gets "connection refused"
+    // and starts or falls back at once); TCP listeners stay, answering /health with 503 and new
+    // calls with an unmarked 503, so a balancer takes the server out and clients go elsewhere.
     shared.stats.draining.store(true, Ordering::SeqCst);
     notify_systemd("STOPPING=1");
     drop(fds);
-    drop(listeners);
+    let listeners: Vec<Listener> = listeners.into_iter().filter(Listener::is_tcp).collect();
+    let fds: Vec<_> = listeners.iter().map(Listener::fd).collect();
     let active = shared.stats.active.load(Ordering::SeqCst);
     log_line!("shutting down: no new calls; waiting up to {drain:?} for {active} call(s) in flight");
     let until = Instant::now() + drain;
     let first = signals.load(Ordering::SeqCst);
     while shared.stats.active.load(Ordering::SeqCst) > 0 && Instant::now() < until && signals.load(Ordering::SeqCst) == first {
-        std::thread::sleep(Duration::from_millis(20));
+        if wait_readable(&fds, 20) {
+            for l in &listeners {
+                accept_all(&shared, l, args.max_handshakes.max(1), &mut accept_errors);
+            }
+        }
     }
     let left = shared.stats.active.load(Ordering::SeqCst);
     if left > 0 {
@@ -325,6 +401,79 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         log_line!("all calls finished; exiting");
     }
     Ok(())
+}
+
+/// Takes every connection waiting on `l`, each on its own thread, unless `max_handshakes`
+/// are already pending (then it is closed at once: a flood of idle connections cannot hold
+/// threads and descriptors). An accept error backs off instead of spinning.
+fn accept_all(shared: &Arc<Shared>, l: &Listener, max_handshakes: usize, errors: &mut ErrorLog) {
+    loop {
+        let (conn, peer) = match l.accept() {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                errors.note(&e);
+                std::thread::sleep(ACCEPT_BACKOFF);
+                return;
+            }
+        };
+        // Only TCP counts against the cap: a flood from the network must not shed the bridges
+        // on this box, whose Unix socket the file permissions already guard.
+        let counted = matches!(peer, Peer::Tcp(_));
+        let pending = &shared.stats.handshaking;
+        if counted && pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_handshakes).then_some(n + 1)).is_err() {
+            shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let _ = conn.set_nonblocking(false);
+        let sh = shared.clone();
+        let spawned = std::thread::Builder::new().name("call".into()).spawn(move || connection(&sh, conn, peer, counted));
+        if let Err(e) = spawned {
+            if counted {
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            log_line!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// Waits up to `ms` for a connection on any of `fds`.
+fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], ms: u16) -> bool {
+    let mut pfds: Vec<nix::poll::PollFd> = fds.iter().map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN)).collect();
+    if pfds.is_empty() {
+        std::thread::sleep(Duration::from_millis(u64::from(ms)));
+        return false;
+    }
+    nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0
+}
+
+/// Accept errors logged at most once every ten seconds, with how many came between.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl ErrorLog {
+    fn note(&mut self, e: &std::io::Error) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            log_line!("accept failed ({} time(s) since the last report): {e}; backing off", self.since);
+            self.last = Some(Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: each call holds a socket, and a server
+/// at its soft default of 1024 runs out long before its memory does.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// When the server last had a call (active, or accepted since the last look).
@@ -385,26 +534,67 @@ fn notify_systemd(state: &str) {
     }
 }
 
-/// One accepted connection: the handshake (admission, or statistics), then the call.
+/// One accepted connection: the request head, the access rule, then what it asks for.
+fn connection(sh: &Shared, mut conn: Conn, peer: Peer, counted: bool) {
+    let handshaking = Handshaking(&sh.stats, counted);
+    let until = Instant::now() + HANDSHAKE_DEADLINE;
+    let (head, read) = match http::read_head(&mut conn, until) {
+        Ok(h) => h,
+        Err(http::HeadError::TooLarge) => return http::respond(&mut conn, 431, &[], "request head too large\n"),
+        Err(http::HeadError::Malformed(_)) => return http::respond(&mut conn, 400, &[], "not an HTTP request\n"),
+        // Probes, and clients too slow to finish a request head: nothing worth a line each.
+        Err(_) => return,
+    };
+    if let Err(d) = sh.access.check(peer, head.authorization.as_deref()) {
+        sh.stats.denied.fetch_add(1, Ordering::Relaxed);
+        let challenge: &[(&str, &str)] = if d.status() == 401 { &[("WWW-Authenticate", "Bearer")] } else { &[] };
+        return http::respond(&mut conn, d.status(), challenge, &format!("{}\n", d.reason()));
+    }
+    match (head.path.as_str(), head.upgrade) {
+        ("/health", _) => health(sh, &mut conn),
+        ("/metrics", _) => http::respond(&mut conn, 200, &[("Content-Type", "text/plain; version=0.0.4")], &stats::prometheus(&snapshot(sh))),
+        ("/stats", false) => http::respond(&mut conn, 200, &[("Content-Type", "application/json")], &format!("{}\n", snapshot(sh))),
+        ("/stats", true) => send_stats(sh, conn, read, until),
+        (_, false) => http::respond(&mut conn, 426, &[("Upgrade", "websocket")], "a call is a WebSocket (vosk-server's protocol)\n"),
+        (_, true) => call(sh, conn, read, peer, until, handshaking),
+    }
+}
+
+/// Decrements the count of connections before their handshake when dropped (if counted).
+struct Handshaking<'a>(&'a Stats, bool);
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.handshaking.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// `/health`, for load balancers: 200 while calls are taken, 503 while draining. (While the
+/// model loads nothing listens yet, or systemd holds the socket: a balancer sees a timeout.)
+fn health(sh: &Shared, conn: &mut Conn) {
+    if sh.stats.draining.load(Ordering::SeqCst) {
+        http::respond(conn, 503, &[], "draining\n");
+    } else {
+        http::respond(conn, 200, &[], "ok\n");
+    }
+}
+
+/// The statistics of `/stats` and `/metrics`.
+fn snapshot(sh: &Shared) -> serde_json::Value {
+    let mut j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
+    j["warm"] = sh.warm.to_json();
+    j
+}
+
+/// The WebSocket handshake on the head already read, by `until`; `idle` is said in a header
+/// for calls (so the bridge can ping in time).
 #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
-fn connection(sh: &Shared, conn: Conn, peer: &str) {
-    let _ = conn.set_timeouts(Some(Duration::from_secs(5)));
-    let wants_stats = Cell::new(false);
-    let admitted = Cell::new(false);
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == "/stats" {
-            wants_stats.set(true);
-            return Ok(resp);
-        }
-        if sh.stats.draining.load(Ordering::SeqCst) {
-            return Err(refusal("shutting down"));
-        }
-        if !sh.stats.admit() {
-            return Err(refusal(&format!("at capacity: {} calls active", sh.stats.max_calls)));
-        }
-        admitted.set(true);
-        let mut resp = resp;
-        if let Ok(v) = (sh.idle.as_millis() as u64).to_string().parse() {
+fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>) -> Option<WebSocket<Replayed>> {
+    let _ = conn.set_timeouts(Some(until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+    let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(v) = idle.and_then(|i| HeaderValue::from_str(&i.as_millis().to_string()).ok()) {
             resp.headers_mut().insert(crate::asr::remote::IDLE_HEADER, v);
         }
         Ok(resp)
@@ -412,31 +602,40 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     // Audio messages are small (vosk clients send 0.1-0.5 s); a huge one is refused rather
     // than buffered.
     let limits = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
-    let result = tungstenite::accept_hdr_with_config(conn, callback, Some(limits));
-    // The slot is given back however the connection ends.
-    let mut slot = admitted.get().then(|| SlotGuard(&sh.stats));
-    let mut ws = match result {
-        Ok(ws) => ws,
-        Err(e) => {
-            // A connection closed before it sent anything is a probe (`--server=auto` looking
-            // for this server, a health check), not a refused call.
-            let probe = matches!(&e, tungstenite::HandshakeError::Failure(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)));
-            if !admitted.get() && !wants_stats.get() && !probe {
-                log_line!("refused a call from {peer}: {e}");
-            }
-            return;
-        }
-    };
-    if wants_stats.get() {
-        let mut j = sh.stats.to_json(&sh.info.dir.display().to_string(), sh.pool.workers(), &sh.listen);
-        j["warm"] = sh.warm.to_json();
-        let _ = ws.send(Message::text(j.to_string()));
-        let _ = ws.close(None);
-        let _ = ws.flush();
-        return;
+    tungstenite::accept_hdr_with_config(Replayed::new(read, conn), callback, Some(limits)).ok()
+}
+
+fn send_stats(sh: &Shared, conn: Conn, read: Vec<u8>, until: Instant) {
+    let Some(mut ws) = handshake(conn, read, until, None) else { return };
+    let _ = ws.send(Message::text(snapshot(sh).to_string()));
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
+
+/// A call: admission (a slot, the client's share), the handshake, then vosk-server's loop.
+fn call(sh: &Shared, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Instant, handshaking: Handshaking) {
+    if sh.stats.draining.load(Ordering::SeqCst) {
+        // Not "busy": this server is going away, the client should go elsewhere.
+        return http::respond(&mut conn, 503, &[], "shutting down\n");
     }
+    let client = match peer {
+        Peer::Tcp(ip) => Some(ip),
+        Peer::Unix => None,
+    };
+    if let Err(r) = sh.stats.admit(client) {
+        let why = match r {
+            Refusal::Full => format!("at capacity: {} calls active", sh.stats.max_calls),
+            Refusal::ClientShare => format!("{peer} holds its share of the calls (--max-calls-per-client)"),
+        };
+        log_line!("refused a call from {peer}: {why}");
+        return http::respond(&mut conn, 503, &[(BUSY_HEADER, "1")], &format!("{why}\n"));
+    }
+    // The slot is given back however the call ends.
+    let mut slot = Some(SlotGuard(&sh.stats, client));
+    let Some(mut ws) = handshake(conn, read, until, Some(sh.idle)) else { return };
+    drop(handshaking);
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    let _ = ws.get_ref().set_timeouts(Some(sh.idle));
+    let _ = ws.get_ref().conn.set_timeouts(Some(sh.idle));
     let mut held = None;
     match serve_call(sh, &mut ws, id, &mut held, &mut slot) {
         Ok(()) => {
@@ -464,11 +663,11 @@ fn connection(sh: &Shared, conn: Conn, peer: &str) {
     }
 }
 
-struct SlotGuard<'a>(&'a Stats);
+struct SlotGuard<'a>(&'a Stats, Option<std::net::IpAddr>);
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(self.1);
     }
 }
 
@@ -476,32 +675,88 @@ impl Drop for SlotGuard<'_> {
 /// warm ([`ServedCall::abandon`]).
 fn recycle(sh: &Shared, c: Box<ServedCall>) {
     match sh.pool.run(move || c.abandon()) {
-        Some((Some((key, w)), _)) => sh.warm.put(key, w),
-        _ => sh.warm.note_discarded(),
+        Some((after, _)) => retire(sh, after),
+        None => sh.warm.note_discarded(),
     }
 }
 
-fn refusal(why: &str) -> ErrorResponse {
-    let mut r = ErrorResponse::new(Some(why.to_string()));
-    *r.status_mut() = tungstenite::http::StatusCode::SERVICE_UNAVAILABLE;
-    r
+/// A recognizer whose call is over: back to the pool, or counted as freed.
+fn retire(sh: &Shared, after: Afterlife) {
+    match after {
+        Afterlife::Warm(key, w) => sh.warm.put(key, w),
+        Afterlife::Discard => sh.warm.note_discarded(),
+        Afterlife::None => {}
+    }
 }
 
 type CallEnd = Result<(), (Option<CloseCode>, String)>;
 
+/// When a call stops waiting for its client: `--idle-timeout` after its last audio; while a
+/// pause the client announced lasts, `--idle-timeout` after its last message of any kind (its
+/// pings), for at most [`MAX_PAUSE`]. Pings alone do not keep a call.
+struct Quiet {
+    idle: Duration,
+    audio_at: Instant,
+    heard_at: Instant,
+    paused_at: Option<Instant>,
+}
+
+impl Quiet {
+    fn new(idle: Duration) -> Quiet {
+        let now = Instant::now();
+        Quiet { idle, audio_at: now, heard_at: now, paused_at: None }
+    }
+
+    fn heard(&mut self, audio: bool) {
+        self.heard_at = Instant::now();
+        if audio {
+            self.audio_at = self.heard_at;
+            self.paused_at = None;
+        }
+    }
+
+    fn pause(&mut self) {
+        self.heard(false);
+        self.paused_at.get_or_insert(self.heard_at);
+    }
+
+    /// How long the next read may wait; Err with the reason once the call has waited enough.
+    fn left(&self) -> Result<Duration, String> {
+        let until = match self.paused_at {
+            Some(p) => (self.heard_at + self.idle).min(p + MAX_PAUSE),
+            None => self.audio_at + self.idle,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            return Ok(left);
+        }
+        Err(match self.paused_at {
+            Some(p) if p.elapsed() >= MAX_PAUSE => format!("paused for more than {MAX_PAUSE:?}"),
+            Some(_) => format!("client silent for {:?}", self.idle),
+            None => format!("no audio for {:?} (--idle-timeout; pings without an announced pause do not keep a call)", self.idle),
+        })
+    }
+}
+
 /// vosk-server's loop for one call; `Ok` when the client got its final result. `call` holds
 /// the call's recognizer between messages, and still holds it when the call ends otherwise.
 /// `slot` is the call's admission, given back as soon as the final result is sent.
-fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Option<Box<ServedCall>>, slot: &mut Option<SlotGuard>) -> CallEnd {
+fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut Option<Box<ServedCall>>, slot: &mut Option<SlotGuard>) -> CallEnd {
     let mut cfg = CallConfig::new(sh.default_rate);
     let mut counted_ms = 0u64;
+    let mut quiet = Quiet::new(sh.idle);
     loop {
+        let idle = |why: String| {
+            sh.stats.idle_dropped.fetch_add(1, Ordering::Relaxed);
+            (Some(CloseCode::Away), why)
+        };
+        let left = quiet.left().map_err(idle)?;
+        let _ = ws.get_ref().set_read_timeout(Some(left));
         let msg = match ws.read() {
             Ok(m) => m,
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Err((None, "client closed before eof".into())),
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err((Some(CloseCode::Away), format!("client silent for {:?}", sh.idle)))
-            }
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(tungstenite::Error::Capacity(e)) => return Err((Some(CloseCode::Size), format!("message too large: {e}"))),
             Err(e) => return Err((None, format!("client gone: {e}"))),
         };
         let received = Instant::now();
@@ -515,40 +770,42 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Optio
                     }
                     continue;
                 }
+                TextMessage::Pause => {
+                    quiet.pause();
+                    continue;
+                }
                 TextMessage::Eof => (Work::Final, true),
                 TextMessage::Reset => (Work::Final, false),
                 TextMessage::Other => return Err((Some(CloseCode::Unsupported), "unsupported text message".into())),
             },
-            Message::Binary(b) => (Work::Audio(b.to_vec()), false),
+            Message::Binary(b) => {
+                let seconds = b.len() as f64 / 2.0 / f64::from(cfg.sample_rate.max(1));
+                if seconds > sh.max_message_audio.as_secs_f64() {
+                    let max = sh.max_message_audio;
+                    return Err((Some(CloseCode::Size), format!("a message of {seconds:.1} s of audio; at most {max:?} (--max-message-audio)")));
+                }
+                quiet.heard(true);
+                (Work::Audio(b.to_vec()), false)
+            }
             Message::Close(_) => return Err((None, "client closed before eof".into())),
-            _ => continue,
+            _ => {
+                quiet.heard(false);
+                continue;
+            }
         };
         let c = match call.take() {
             Some(c) => c,
             None => {
                 let (c, oov) = ServedCall::open(&sh.model, &sh.info, &cfg, &sh.warm).map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
                 if !oov.is_empty() {
-                    log_line!("call {id}: grammar words not in the model's vocabulary: {}", oov.join(", "));
+                    let shown: Vec<&str> = oov.iter().take(20).map(String::as_str).collect();
+                    log_line!("call {id}: {} grammar word(s) not in the model's vocabulary: {}", oov.len(), shown.join(", "));
                 }
                 Box::new(c)
             }
         };
         let audio = matches!(work, Work::Audio(_));
-        let (c, reply, queued) = sh
-            .pool
-            .run(move || {
-                let mut c = c;
-                let r = match work {
-                    Work::Audio(b) => c.audio(&b),
-                    Work::Final => c.finish(),
-                };
-                (c, r)
-            })
-            .map(|((c, r), q)| (c, r, q))
-            .ok_or_else(|| {
-                sh.warm.note_discarded();
-                (Some(CloseCode::Error), "decoding panicked".to_string())
-            })?;
+        let (c, reply, queued) = decode(sh, c, work)?;
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -574,16 +831,50 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Conn>, id: usize, call: &mut Optio
         }
         if last {
             // The final result is taken: the recognizer is clean for the next caller.
-            match c.into_warm() {
-                Some((key, w)) => sh.warm.put(key, w),
-                None => sh.warm.note_discarded(),
-            }
-            let _ = ws.close(None);
+            retire(sh, c.into_warm());
+            let _ = ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }));
             let _ = ws.flush();
             return Ok(());
         }
         *call = Some(c);
     }
+}
+
+/// Runs a message's work on the pool: audio a block at a time, each its own job (other calls'
+/// blocks go between), then the reply. Returns the call, the reply, and
+/// the time spent waiting for a worker.
+#[allow(clippy::type_complexity)]
+fn decode(sh: &Shared, mut c: Box<ServedCall>, work: Work) -> Result<(Box<ServedCall>, Result<String, crate::asr::AsrError>, Duration), (Option<CloseCode>, String)> {
+    let jobs: Vec<Option<Vec<u8>>> = match work {
+        Work::Audio(b) if b.is_empty() => vec![Some(b)],
+        Work::Audio(b) => b.chunks(c.piece_bytes()).map(|p| Some(p.to_vec())).collect(),
+        Work::Final => vec![None],
+    };
+    let n = jobs.len();
+    let mut queued = Duration::ZERO;
+    for (i, job) in jobs.into_iter().enumerate() {
+        let last = i + 1 == n;
+        let run = move || {
+            let mut c = c;
+            let r = match job {
+                Some(piece) => c.audio(&piece, last).and_then(|()| if last { c.reply().map(Some) } else { Ok(None) }),
+                None => c.finish().map(Some),
+            };
+            (c, r)
+        };
+        let ((back, r), q) = sh.pool.run(run).ok_or_else(|| {
+            sh.warm.note_discarded();
+            (Some(CloseCode::Error), "decoding panicked".to_string())
+        })?;
+        queued += q;
+        c = back;
+        match r {
+            Ok(None) => continue,
+            Ok(Some(reply)) => return Ok((c, Ok(reply), queued)),
+            Err(e) => return Ok((c, Err(e), queued)),
+        }
+    }
+    unreachable!("a message is at least one job")
 }
 
 enum Work {

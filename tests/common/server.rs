@@ -22,19 +22,30 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    /// [`Server::start`] with environment variables set for the server (a token).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(args, env, |_| {})
+    }
+
+    /// [`Server::start_env`], with `configure` applied to the command before it is spawned.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], configure: impl FnOnce(&mut Command)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("asr.sock");
-        let child = Command::new(bin())
-            .arg("serve")
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
             .arg("--model")
             .arg(model())
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .expect("start asr_bridge serve");
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("start asr_bridge serve");
         let s = Server { child, sock, dir };
         let until = Instant::now() + Duration::from_secs(60);
         while s.try_stats().is_none() {
@@ -84,6 +95,13 @@ impl Server {
             assert!(Instant::now() < until, "{what} never happened: {s:#}\nlog:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The port of the server's TCP listener (`--listen=tcp:127.0.0.1:0`).
+    pub fn tcp_port(&self) -> u16 {
+        let s = self.stats();
+        let ws = s["listen"].as_array().unwrap().iter().filter_map(|l| l.as_str()?.strip_prefix("ws://")).next().expect("a TCP listener").to_string();
+        ws.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     pub fn signal(&self, sig: i32) {

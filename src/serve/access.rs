@@ -1,0 +1,234 @@
+//! Who may use the server. A Unix socket is guarded by its file permissions (`--socket-mode`,
+//! the unit's group). A TCP listener requires a shared token, presented by the client as
+//! `Authorization: Bearer TOKEN` in its handshake, unless the server was explicitly opened with
+//! `--allow-anonymous`; `--allow=CIDR` limits the addresses it answers at all. The rule covers
+//! every path: calls, `/stats`, `/health`, `/metrics`.
+//!
+//! The token never appears on a command line (`ps` shows those to every user): it comes from
+//! `ASR_BRIDGE_TOKEN` in the environment (the unit's `EnvironmentFile`) or `--token-file`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Shortest token taken: 128 bits as hex.
+const MIN_TOKEN: usize = 32;
+
+/// The shared secret. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(..)")
+    }
+}
+
+impl Token {
+    /// A token from its text (trimmed); refused when too short to resist guessing.
+    pub fn new(text: &str, from: &str) -> Result<Token, String> {
+        let t = text.trim();
+        if t.len() < MIN_TOKEN {
+            return Err(format!("{from}: the token has {} characters, at least {MIN_TOKEN} are needed (e.g. `openssl rand -hex 32`)", t.len()));
+        }
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{from}: the token must be one word of printable characters"));
+        }
+        Ok(Token(t.to_string()))
+    }
+
+    /// The token of `--token-file`, else of `ASR_BRIDGE_TOKEN`, else none.
+    pub fn configured(file: Option<&Path>, env: Option<String>) -> Result<Option<Token>, String> {
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("--token-file {}: {e}", f.display()))?;
+            return Token::new(&text, &format!("--token-file {}", f.display())).map(Some);
+        }
+        env.map(|t| Token::new(&t, "ASR_BRIDGE_TOKEN")).transpose()
+    }
+
+    /// Compares in time independent of where the first difference is.
+    fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+/// An address block of `--allow`: `10.0.0.0/8`, `::1`, `192.0.2.7`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let net: IpAddr = ip.parse().map_err(|_| format!("{s:?}: not an address or ADDRESS/PREFIX"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: the prefix must be 0-{max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+/// Who is at the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Unix,
+    Tcp(IpAddr),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Unix => write!(f, "unix"),
+            Peer::Tcp(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Why a request was refused: the HTTP status and what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// Not in `--allow` (403).
+    Address,
+    /// No token, or the wrong one (401).
+    Token { presented: bool },
+}
+
+impl Denied {
+    pub fn status(&self) -> u16 {
+        match self {
+            Denied::Address => 403,
+            Denied::Token { .. } => 401,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::Address => "address not allowed (--allow)",
+            Denied::Token { presented: false } => "a token is required (Authorization: Bearer)",
+            Denied::Token { presented: true } => "wrong token",
+        }
+    }
+}
+
+/// The rule every request on this server passes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    token: Option<Token>,
+    anonymous: bool,
+    allow: Vec<Cidr>,
+}
+
+impl Access {
+    /// The rule, checked against the listeners: a TCP listener needs a token or an explicit
+    /// `--allow-anonymous`.
+    pub fn new(token: Option<Token>, anonymous: bool, allow: Vec<Cidr>, tcp: bool) -> Result<Access, String> {
+        if token.is_some() && anonymous {
+            return Err("--allow-anonymous with a token: choose one (a token is required, or nothing is)".into());
+        }
+        if tcp && token.is_none() && !anonymous {
+            return Err("a TCP listener needs a token (ASR_BRIDGE_TOKEN or --token-file) or, to open it to anyone who reaches it, --allow-anonymous".into());
+        }
+        Ok(Access { token, anonymous, allow })
+    }
+
+    /// Whether `peer`, presenting `authorization`, may go on.
+    pub fn check(&self, peer: Peer, authorization: Option<&str>) -> Result<(), Denied> {
+        let Peer::Tcp(ip) = peer else { return Ok(()) };
+        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
+            return Err(Denied::Address);
+        }
+        let Some(token) = &self.token else { return Ok(()) };
+        let presented = authorization.and_then(|a| a.trim().strip_prefix("Bearer ")).map(str::trim);
+        match presented {
+            Some(p) if token.matches(p) => Ok(()),
+            p => Err(Denied::Token { presented: p.is_some() }),
+        }
+    }
+
+    /// A line for the start-up log.
+    pub fn describe(&self) -> String {
+        let who = match (&self.token, self.anonymous) {
+            (Some(_), _) => "TCP requires the token",
+            (None, true) => "TCP open to anyone (--allow-anonymous)",
+            (None, false) => "Unix socket only",
+        };
+        if self.allow.is_empty() {
+            who.to_string()
+        } else {
+            format!("{who}, from {} address block(s)", self.allow.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn tokens_are_required_and_compared() {
+        let a = Access::new(Some(Token::new(T, "t").unwrap()), false, vec![], true).unwrap();
+        let ip = Peer::Tcp("192.0.2.1".parse().unwrap());
+        assert_eq!(a.check(ip, Some(&format!("Bearer {T}"))), Ok(()));
+        assert_eq!(a.check(ip, None), Err(Denied::Token { presented: false }));
+        assert_eq!(a.check(ip, Some("Bearer 0123456789abcdef0123456789abcdeX")), Err(Denied::Token { presented: true }));
+        assert_eq!(a.check(ip, Some(&format!("Bearer {T}0"))), Err(Denied::Token { presented: true }));
+        assert_eq!(a.check(ip, Some(T)), Err(Denied::Token { presented: false }), "the scheme is required");
+        assert_eq!(a.check(Peer::Unix, None), Ok(()), "a Unix socket is guarded by its permissions");
+    }
+
+    #[test]
+    fn tcp_needs_a_token_or_an_explicit_opening() {
+        assert!(Access::new(None, false, vec![], true).unwrap_err().contains("--allow-anonymous"));
+        assert!(Access::new(None, false, vec![], false).is_ok());
+        assert!(Access::new(None, true, vec![], true).is_ok());
+        assert!(Access::new(Some(Token::new(T, "t").unwrap()), true, vec![], true).is_err());
+        assert!(Token::new("short", "t").unwrap_err().contains("at least 32"));
+        assert!(Token::new(&format!("{T} {T}"), "t").is_err());
+        assert_eq!(format!("{:?}", Token::new(T, "t").unwrap()), "Token(..)");
+    }
+
+    #[test]
+    fn address_blocks() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped");
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!("::1".parse::<Cidr>().unwrap().contains("::1".parse().unwrap()));
+        assert!(!"::1".parse::<Cidr>().unwrap().contains("127.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+        let a = Access::new(None, true, vec![c], true).unwrap();
+        assert_eq!(a.check(Peer::Tcp("10.2.0.1".parse().unwrap()), None), Err(Denied::Address));
+        assert_eq!(a.check(Peer::Tcp("10.1.0.1".parse().unwrap()), None), Ok(()));
+    }
+}
