@@ -630,7 +630,14 @@ pub fn stats(args: Vec<String>) -> (String, ExitCode) {
         }
     };
     let t = parse_duration(&a.timeout).unwrap_or(Duration::from_secs(2));
-    match fetch_stats(&addr, t) {
+    let token = match crate::config::client_token_from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("stats: {e}");
+            return (String::new(), ExitCode::from(2));
+        }
+    };
+    match fetch_stats(&addr, t, token.as_ref()) {
         Ok(v) => (serde_json::to_string_pretty(&v).unwrap_or_default() + "\n", ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("stats: {e}");
