@@ -154,8 +154,9 @@ pub struct CallArgs {
     pub server: Vec<String>,
     /// A file holding the token sent to the servers (`Authorization: Bearer`); without it, the
     /// environment variable ASR_BRIDGE_TOKEN, if set. Never the token itself on the command line.
+    /// Empty is none (a blank line in an environment file).
     #[arg(long, env = TOKEN_FILE_ENV)]
-    pub server_token_file: Option<PathBuf>,
+    pub server_token_file: Option<String>,
     /// When the server cannot be reached, load the model in-process instead (without it the
     /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
     #[arg(long, env = "ASR_BRIDGE_SERVER_FALLBACK")]
@@ -476,7 +477,8 @@ impl CallArgs {
         // The resident server is ours to start, not the dialplan's to require: whenever
         // it cannot serve, the call goes on in-process.
         let fallback = self.server_fallback || servers.is_empty();
-        let token = client_token(self.server_token_file.as_deref(), std::env::var(TOKEN_ENV).ok())?;
+        let file = self.server_token_file.as_deref().map(str::trim).filter(|f| !f.is_empty()).map(std::path::Path::new);
+        let token = client_token(file, std::env::var(TOKEN_ENV).ok())?;
         Ok(Some(ServerConfig { servers, timeout, fallback, token }))
     }
 
