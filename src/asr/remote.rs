@@ -634,4 +634,70 @@ mod tests {
         assert_eq!(mixed.cause(), "100");
         assert!(mixed.to_string().contains("unix:/b: busy: at capacity"), "{mixed}");
     }
+
+    /// A one-connection WebSocket server on loopback: answers the handshake (with the idle
+    /// header when `idle_ms` is set, as `asr_bridge serve` does), replies to each block and to
+    /// eof, and gives back what came, in order: config, audio, pause, ping, eof.
+    fn recording_server(idle_ms: Option<u64>) -> (ServerAddr, std::thread::JoinHandle<Vec<&'static str>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("ws://127.0.0.1:{}", l.local_addr().unwrap().port()).parse().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let announce = |_: &tungstenite::handshake::server::Request, mut resp: tungstenite::handshake::server::Response| {
+                if let Some(ms) = idle_ms {
+                    resp.headers_mut().insert(IDLE_HEADER, ms.into());
+                }
+                Ok(resp)
+            };
+            let mut ws = tungstenite::accept_hdr(s, announce).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(t)) if t.as_str() == PAUSE => seen.push("pause"),
+                    Ok(Message::Text(t)) if t.contains("config") => seen.push("config"),
+                    Ok(Message::Text(t)) if t.contains("eof") => {
+                        seen.push("eof");
+                        let _ = ws.send(Message::text(r#"{"text" : "", "result" : []}"#));
+                    }
+                    Ok(Message::Binary(_)) => {
+                        seen.push("audio");
+                        let _ = ws.send(Message::text(r#"{"partial" : ""}"#));
+                    }
+                    Ok(Message::Ping(_)) if seen.last() != Some(&"ping") => seen.push("ping"),
+                    Ok(_) => {}
+                    Err(_) => return seen,
+                }
+            }
+        });
+        (addr, h)
+    }
+
+    /// Two quiet spells (no audio for longer than the keepalive interval) on one connection.
+    fn quiet_twice(addr: &ServerAddr) {
+        let mut e = RemoteEngine::start(addr, Duration::from_secs(5), 8000, &EngineOptions::default(), None).unwrap();
+        e.keepalive = Duration::from_millis(100); // what a 300 ms idle timeout gives; 10 s without one
+        for _ in 0..2 {
+            e.accept(&[0; 800]).unwrap();
+            for _ in 0..8 {
+                std::thread::sleep(Duration::from_millis(50));
+                e.keepalive().unwrap();
+            }
+        }
+        e.finish().unwrap();
+    }
+
+    #[test]
+    fn a_quiet_spell_is_announced_to_asr_bridge_serve_once() {
+        // An idle timeout of 300 ms: a ping every 100 ms; each spell is 400 ms.
+        let (addr, h) = recording_server(Some(300));
+        quiet_twice(&addr);
+        assert_eq!(h.join().unwrap(), ["config", "audio", "pause", "ping", "audio", "pause", "ping", "eof"], "once per spell, before its first ping");
+    }
+
+    #[test]
+    fn a_server_that_does_not_say_its_idle_timeout_is_never_sent_a_pause() {
+        let (addr, h) = recording_server(None);
+        quiet_twice(&addr);
+        assert_eq!(h.join().unwrap(), ["config", "audio", "ping", "audio", "ping", "eof"], "pings only: vosk-server does not know a pause");
+    }
 }
