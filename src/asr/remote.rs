@@ -638,6 +638,7 @@ mod tests {
     /// A one-connection WebSocket server on loopback: answers the handshake (with the idle
     /// header when `idle_ms` is set, as `asr_bridge serve` does), replies to each block and to
     /// eof, and gives back what came, in order: config, audio, pause, ping, eof.
+    #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
     fn recording_server(idle_ms: Option<u64>) -> (ServerAddr, std::thread::JoinHandle<Vec<&'static str>>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("ws://127.0.0.1:{}", l.local_addr().unwrap().port()).parse().unwrap();

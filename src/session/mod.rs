@@ -270,11 +270,7 @@ impl<W: Write> Call<W> {
                     load.as_secs_f64() * 1000.0
                 );
             }
-            Event::Server { addr } => {
-                if !self.report.servers.contains(addr) {
-                    self.report.servers.push(addr.clone());
-                }
-            }
+            Event::Server { addr } if !self.report.servers.contains(addr) => self.report.servers.push(addr.clone()),
             Event::FailedOver { lost, to, replayed_ms, took } => {
                 self.report.failovers += 1;
                 log_line!("{to} took over in {:.0} ms after {lost}; {replayed_ms:.0} ms of audio replayed", took.as_secs_f64() * 1000.0);
