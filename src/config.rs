@@ -209,8 +209,8 @@ pub enum ServerChoice {
 /// ```
 /// use asr_bridge::config::{server_choice, ServerChoice};
 /// let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-/// assert_eq!(server_choice(&v(&["auto"])), Ok(ServerChoice::Resident));
-/// assert_eq!(server_choice(&v(&["none"])), Ok(ServerChoice::InProcess));
+/// assert_eq!(server_choice(&v(&["auto"])).unwrap(), ServerChoice::Resident);
+/// assert_eq!(server_choice(&v(&["none"])).unwrap(), ServerChoice::InProcess);
 /// let two = server_choice(&v(&["unix:/a, ws://b:2700", "unix:/c"])).unwrap();
 /// assert!(matches!(two, ServerChoice::Servers(ref s) if s.len() == 3));
 /// assert!(server_choice(&v(&["auto", "unix:/a"])).is_err());
