@@ -16,7 +16,7 @@ EN_MODEL_URL := https://alphacephei.com/vosk/models/$(EN_MODEL).zip
 BIN          := target/debug/asr_bridge
 DEMO_WAV     ?= test-audio/ko-hello-8k.wav
 
-.PHONY: demo-served all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean peer-venv corpus core-sounds-manifest
+.PHONY: balancers demo-served all deps libvosk model model-en build release demo test lint bench soak fuzz install uninstall clean peer-venv corpus core-sounds-manifest
 
 FUZZ_SECONDS ?= 60
 SOAK_CALLS   ?= 500
@@ -126,7 +126,12 @@ demo-served: build model
 	$(BIN) simulate --wav $(DEMO_WAV) -- --server=$$sock --end-silence=700ms; rc=$$?; \
 	$(BIN) stats --server=$$sock; kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 
-test: $(LIBVOSK) model peer-venv
+# tests/failover.rs runs a real nginx and haproxy (the Debian packages) in front of two servers.
+balancers:
+	@missing=""; for p in nginx haproxy; do [ -x /usr/sbin/$$p ] || command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "error: the tests need$$missing: apt-get install$$missing (.ci/run does)" >&2; exit 1; fi
+
+test: $(LIBVOSK) model peer-venv balancers
 	cargo test --all-targets
 	cargo test --doc
 

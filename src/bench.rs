@@ -143,7 +143,7 @@ impl BenchServer {
 
     fn stats(&self) -> Result<Value, String> {
         let a: crate::asr::remote::ServerAddr = self.addr.parse()?;
-        crate::asr::remote::fetch_stats(&a, Duration::from_secs(5)).map_err(|e| e.to_string())
+        crate::asr::remote::fetch_stats(&a, Duration::from_secs(5), None).map_err(|e| e.to_string())
     }
 
     /// The server's resident memory now, kB.
@@ -280,7 +280,7 @@ fn resident_section(args: &BenchArgs, corpus: &[(PathBuf, &Value)], work: &Path)
 fn stop_resident(runtime: &Path) {
     for e in std::fs::read_dir(runtime.join("asr_bridge")).into_iter().flatten().flatten() {
         if e.path().extension().is_some_and(|x| x == "sock") {
-            let pid = crate::asr::remote::fetch_stats(&crate::asr::remote::ServerAddr::Unix(e.path()), Duration::from_secs(2)).ok().and_then(|s| s["pid"].as_i64());
+            let pid = crate::asr::remote::fetch_stats(&crate::asr::remote::ServerAddr::Unix(e.path()), Duration::from_secs(2), None).ok().and_then(|s| s["pid"].as_i64());
             if let Some(pid) = pid {
                 // SAFETY: kill(2) on the server this bench started.
                 unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
+use crate::asr::remote::{ServerAddr, Token};
 use crate::menu::{parse_choice, Choice};
 
 /// Where the model is looked for when neither `--model` nor `ASR_BRIDGE_MODEL` says.
@@ -30,9 +31,12 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
-    /// `--server` is not an address.
+    /// `--server` is not an address, or not a valid list.
     #[error("--server={0}")]
     Server(String),
+    /// The client's token cannot be had.
+    #[error("server token from {from}: {why}")]
+    Token { from: String, why: String },
 }
 
 /// The raw flags, exactly as the dialplan passes them: `EAGI(asr_bridge,--end-silence=700ms)`.
@@ -144,9 +148,15 @@ pub struct CallArgs {
     /// Where to recognize: `auto`, the resident server of the call's model, started by the
     /// first call that needs it (in-process when it cannot serve); `none`, in-process (a model
     /// loaded per call); unix:PATH or ws://HOST:PORT, that server (`asr_bridge serve`, or
-    /// vosk-server).
+    /// vosk-server). Several servers (repeat the option, or separate them with commas) are
+    /// tried in order, and a server lost mid-call is replaced by the next.
     #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
-    pub server: Option<String>,
+    pub server: Vec<String>,
+    /// A file holding the token sent to the servers (`Authorization: Bearer`); without it, the
+    /// environment variable ASR_BRIDGE_TOKEN, if set. Never the token itself on the command line.
+    /// Empty is none (a blank line in an environment file).
+    #[arg(long, env = TOKEN_FILE_ENV)]
+    pub server_token_file: Option<String>,
     /// When the server cannot be reached, load the model in-process instead (without it the
     /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
     #[arg(long, env = "ASR_BRIDGE_SERVER_FALLBACK")]
@@ -160,11 +170,87 @@ pub struct CallArgs {
 /// The served mode's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    /// Where the server listens; None (`--server=auto`): the resident server of the call's
-    /// model, found or started on demand ([`crate::asr::resident`]).
-    pub addr: Option<crate::asr::remote::ServerAddr>,
+    /// Where the servers listen, in the order a call tries them; empty (`--server=auto`): the
+    /// resident server of the call's model, found or started on demand
+    /// ([`crate::asr::resident`]).
+    pub servers: Vec<ServerAddr>,
     pub timeout: Duration,
     pub fallback: bool,
+    /// Sent in every handshake when set.
+    pub token: Option<Token>,
+}
+
+impl ServerConfig {
+    /// `--server=auto`: the resident server of the call's model.
+    pub fn resident(&self) -> bool {
+        self.servers.is_empty()
+    }
+}
+
+/// The environment variable holding the client's token.
+pub const TOKEN_ENV: &str = "ASR_BRIDGE_TOKEN";
+/// The environment variable naming a file with the client's token (`--server-token-file`).
+pub const TOKEN_FILE_ENV: &str = "ASR_BRIDGE_TOKEN_FILE";
+
+/// Where `--server` says to recognize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerChoice {
+    /// `none`: in-process.
+    InProcess,
+    /// `auto`: the resident server of the call's model.
+    Resident,
+    /// These servers, in this order.
+    Servers(Vec<ServerAddr>),
+}
+
+/// `--server` values (repeated, each possibly a comma-separated list) as one choice. `auto`
+/// and `none` stand alone; empty entries are skipped, and nothing at all is `none`.
+///
+/// ```
+/// use asr_bridge::config::{server_choice, ServerChoice};
+/// let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+/// assert_eq!(server_choice(&v(&["auto"])).unwrap(), ServerChoice::Resident);
+/// assert_eq!(server_choice(&v(&["none"])).unwrap(), ServerChoice::InProcess);
+/// let two = server_choice(&v(&["unix:/a, ws://b:2700", "unix:/c"])).unwrap();
+/// assert!(matches!(two, ServerChoice::Servers(ref s) if s.len() == 3));
+/// assert!(server_choice(&v(&["auto", "unix:/a"])).is_err());
+/// ```
+pub fn server_choice(values: &[String]) -> Result<ServerChoice, ConfigError> {
+    let items: Vec<&str> = values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+    match items.as_slice() {
+        [] | ["none"] => return Ok(ServerChoice::InProcess),
+        ["auto"] => return Ok(ServerChoice::Resident),
+        _ => {}
+    }
+    if let Some(word) = items.iter().find(|s| matches!(**s, "auto" | "none")) {
+        return Err(ConfigError::Server(format!(
+            "{}: `{word}` stands alone; a list names servers only (unix:PATH or ws://HOST:PORT)",
+            items.join(",")
+        )));
+    }
+    items.iter().map(|s| s.parse::<ServerAddr>().map_err(ConfigError::Server)).collect::<Result<_, _>>().map(ServerChoice::Servers)
+}
+
+/// The client's token: the contents of `file` (`--server-token-file`, trimmed) when given,
+/// else `env` (the value of [`TOKEN_ENV`]) when set and not empty, else none. A file that
+/// cannot be read, or holds no token, is an error.
+pub fn client_token(file: Option<&std::path::Path>, env: Option<String>) -> Result<Option<Token>, ConfigError> {
+    let bad = |from: String, why: String| ConfigError::Token { from, why };
+    match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| bad(format!("--server-token-file={}", f.display()), format!("cannot be read: {e}")))?;
+            Token::new(&text).map(Some).map_err(|why| bad(format!("--server-token-file={}", f.display()), format!("the token in it {why}")))
+        }
+        None => match env.filter(|v| !v.trim().is_empty()) {
+            Some(v) => Token::new(&v).map(Some).map_err(|why| bad(TOKEN_ENV.to_string(), why)),
+            None => Ok(None),
+        },
+    }
+}
+
+/// [`client_token`] from the environment alone (`asr_bridge stats`, `doctor`).
+pub fn client_token_from_env() -> Result<Option<Token>, ConfigError> {
+    client_token(std::env::var_os(TOKEN_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from).as_deref(), std::env::var(TOKEN_ENV).ok())
 }
 
 /// The validated options of one call.
@@ -349,24 +435,7 @@ impl CallArgs {
             });
         }
         let menu = self.menu()?;
-        let server = match self.server.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
-            None => None,
-            Some(s) => {
-                let timeout = duration("server-timeout", &self.server_timeout)?;
-                if timeout.is_zero() {
-                    return Err(ConfigError::Range {
-                        option: "server-timeout",
-                        value: self.server_timeout.clone(),
-                        why: "must be more than zero",
-                    });
-                }
-                let addr = if s == "auto" { None } else { Some(s.parse().map_err(ConfigError::Server)?) };
-                // The resident server is ours to start, not the dialplan's to require: whenever
-                // it cannot serve, the call goes on in-process.
-                let fallback = self.server_fallback || addr.is_none();
-                Some(ServerConfig { addr, timeout, fallback })
-            }
-        };
+        let server = self.server_config()?;
         Ok(Config {
             server,
             menu,
@@ -390,6 +459,29 @@ impl CallArgs {
 }
 
 impl CallArgs {
+    /// The served mode's settings; None for in-process.
+    fn server_config(&self) -> Result<Option<ServerConfig>, ConfigError> {
+        let servers = match server_choice(&self.server)? {
+            ServerChoice::InProcess => return Ok(None),
+            ServerChoice::Resident => Vec::new(),
+            ServerChoice::Servers(s) => s,
+        };
+        let timeout = duration("server-timeout", &self.server_timeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError::Range {
+                option: "server-timeout",
+                value: self.server_timeout.clone(),
+                why: "must be more than zero",
+            });
+        }
+        // The resident server is ours to start, not the dialplan's to require: whenever
+        // it cannot serve, the call goes on in-process.
+        let fallback = self.server_fallback || servers.is_empty();
+        let file = self.server_token_file.as_deref().map(str::trim).filter(|f| !f.is_empty()).map(std::path::Path::new);
+        let token = client_token(file, std::env::var(TOKEN_ENV).ok())?;
+        Ok(Some(ServerConfig { servers, timeout, fallback, token }))
+    }
+
     fn menu(&self) -> Result<MenuConfig, ConfigError> {
         let range = |option: &'static str, value: String, why: &'static str| ConfigError::Range { option, value, why };
         let grammar = match (&self.grammar, &self.grammar_file) {
@@ -512,12 +604,56 @@ mod tests {
     fn served_mode_options() {
         let c = args(&["--server=ws://asr.example:2700", "--server-fallback", "--server-timeout=500ms"]).unwrap();
         let s = c.server.unwrap();
-        assert_eq!(s.addr.unwrap().to_string(), "ws://asr.example:2700/");
+        assert_eq!(s.servers, vec!["ws://asr.example:2700".parse::<ServerAddr>().unwrap()]);
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert!(s.fallback);
         assert!(args(&["--server=none"]).unwrap().server.is_none());
         let auto = args(&[]).unwrap().server.unwrap();
-        assert_eq!((auto.addr, auto.fallback), (None, true), "the default: the resident server, in-process when it cannot serve");
-        assert_eq!(args(&["--server=auto"]).unwrap().server.unwrap().addr, None);
+        assert_eq!((auto.resident(), auto.fallback), (true, true), "the default: the resident server, in-process when it cannot serve");
+        assert!(args(&["--server=auto"]).unwrap().server.unwrap().resident());
+    }
+
+    fn servers(a: &[&str]) -> Vec<String> {
+        args(a).unwrap().server.unwrap().servers.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_list_of_servers_in_order() {
+        assert_eq!(servers(&["--server=unix:/a", "--server=unix:/b"]), ["unix:/a", "unix:/b"], "repeated: all of them, in order");
+        assert_eq!(servers(&["--server=unix:/a,ws://b:2700"]), ["unix:/a", "ws://b:2700/"], "comma-separated");
+        assert_eq!(servers(&["--server=unix:/a, unix:/b", "--server=ws://c"]), ["unix:/a", "unix:/b", "ws://c:80/"], "both");
+        assert_eq!(servers(&["--server=ws://lb:80,ws://lb:80"]), ["ws://lb:80/", "ws://lb:80/"], "the same address twice is two tries");
+        assert_eq!(servers(&["--server=unix:/a,", "--server="]), ["unix:/a"], "empty entries are skipped");
+        assert!(args(&["--server="]).unwrap().server.is_none(), "nothing at all is in-process, as before");
+    }
+
+    #[test]
+    fn auto_and_none_stand_alone() {
+        for bad in [&["--server=auto,unix:/a"][..], &["--server=unix:/a", "--server=none"], &["--server=auto", "--server=none"]] {
+            let e = args(bad).unwrap_err();
+            assert!(e.contains("stands alone") && e.contains("unix:PATH or ws://HOST:PORT"), "{bad:?}: {e}");
+        }
+        let e = args(&["--server=unix:/a,http://b"]).unwrap_err();
+        assert!(e.contains("\"http://b\": expected unix:PATH or ws://HOST:PORT"), "the bad entry is named: {e}");
+    }
+
+    #[test]
+    fn the_token_comes_from_a_file_or_the_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("token");
+        std::fs::write(&f, "  s3cret\n").unwrap();
+        assert_eq!(client_token(Some(&f), Some("other".into())).unwrap(), Some(Token::new("s3cret").unwrap()), "the file wins, trimmed");
+        assert_eq!(client_token(None, Some("envtok".into())).unwrap(), Some(Token::new("envtok").unwrap()));
+        assert_eq!(client_token(None, Some(String::new())).unwrap(), None, "an empty variable is no token");
+        assert_eq!(client_token(None, None).unwrap(), None);
+        let e = client_token(Some(&d.path().join("missing")), None).unwrap_err().to_string();
+        assert!(e.contains("--server-token-file=") && e.contains("missing") && e.contains("cannot be read"), "{e}");
+        std::fs::write(&f, "\n").unwrap();
+        let e = client_token(Some(&f), None).unwrap_err().to_string();
+        assert!(e.contains("the token in it is empty"), "{e}");
+        let e = client_token(None, Some("two words".into())).unwrap_err().to_string();
+        assert!(e.contains("from ASR_BRIDGE_TOKEN") && e.contains("without spaces"), "{e}");
+        let c = args(&["--server=unix:/a", &format!("--server-token-file={}", d.path().join("missing").display())]);
+        assert!(c.unwrap_err().contains("cannot be read"), "a bad token file is a config error");
     }
 }

@@ -94,7 +94,7 @@ fn check_resident(r: &mut Report, model: &std::path::Path) {
         Err(e) => return r.warn(&format!("--server=auto: {e}: calls will recognize in-process"), "set XDG_RUNTIME_DIR to a private directory, or create /run/asr_bridge"),
     };
     let addr = ServerAddr::Unix(sock.clone());
-    match fetch_stats(&addr, std::time::Duration::from_secs(2)) {
+    match fetch_stats(&addr, std::time::Duration::from_secs(2), None) {
         Ok(st) => r.ok(&format!("--server=auto: the resident server of {} runs at {addr} ({} calls active)", model.display(), st["active"])),
         Err(_) => r.ok(&format!("--server=auto: no resident server of {} yet; the first call starts one at {addr}", model.display())),
     }
@@ -103,7 +103,7 @@ fn check_resident(r: &mut Report, model: &std::path::Path) {
 /// A configured `--server`: it answers, and (for a Unix socket) the Asterisk user may connect.
 fn check_server(r: &mut Report, addr: &ServerAddr, s: &ServerConfig, user: &str) {
     let fallback = if s.fallback { " (calls fall back to the in-process model meanwhile)" } else { " (calls end with ASR_CAUSE=101 meanwhile)" };
-    match fetch_stats(addr, s.timeout) {
+    match fetch_stats(addr, s.timeout, s.token.as_ref()) {
         Err(e) => {
             let fix = "start it (systemctl enable --now asr_bridge) or fix --server";
             if s.fallback {
@@ -210,7 +210,13 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
     let mut servers: Vec<ServerConfig> = Vec::new();
     for a in &args.server {
         match a.parse() {
-            Ok(addr) => servers.push(ServerConfig { addr: Some(addr), timeout: std::time::Duration::from_secs(5), fallback: false }),
+            Ok(addr) => {
+                let token = crate::config::client_token_from_env().unwrap_or_else(|e| {
+                    r.fail(&e.to_string(), "fix the token file or ASR_BRIDGE_TOKEN");
+                    None
+                });
+                servers.push(ServerConfig { servers: vec![addr], timeout: std::time::Duration::from_secs(5), fallback: false, token })
+            }
             Err(e) => r.fail(&format!("--server {e}"), "use unix:PATH or ws://HOST:PORT"),
         }
     }
@@ -257,8 +263,8 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
             take(&c, &mut models, &mut logs);
         }
     }
-    let resident = servers.iter().any(|s| s.addr.is_none());
-    let mut servers: Vec<(ServerAddr, ServerConfig)> = servers.into_iter().filter_map(|s| Some((s.addr.clone()?, s))).collect();
+    let resident = servers.iter().any(ServerConfig::resident);
+    let mut servers: Vec<(ServerAddr, ServerConfig)> = servers.iter().flat_map(|s| s.servers.iter().map(|a| (a.clone(), s.clone()))).collect();
     servers.sort_by_key(|(a, _)| a.to_string());
     servers.dedup_by_key(|(a, _)| a.to_string());
     for (addr, s) in &servers {

@@ -135,7 +135,7 @@ impl ConfigFile {
             // Every profile is checked, not only the one asked for.
             let args = table_args(&p, &self.text, &format!("profile.{name}"), t, env_set)?;
             if Some(name.as_str()) == profile {
-                out.extend(args);
+                out = merge(out, args);
             }
         }
         if let Some(name) = profile {
@@ -176,9 +176,26 @@ pub fn expand(argv: Vec<String>) -> Result<Vec<String>, ProfileError> {
     };
     let file = ConfigFile::load(&path)?;
     let env_set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
-    let mut args = file.args(profile.as_deref(), &env_set)?;
-    args.extend(argv);
-    Ok(args)
+    let args = file.args(profile.as_deref(), &env_set)?;
+    Ok(merge(args, argv))
+}
+
+/// Options a later source (the profile, then argv) replaces as a whole instead of adding to:
+/// the dialplan's `--server` list is the call's list, not more servers after the file's.
+const REPLACED_AS_A_WHOLE: &[&str] = &["server"];
+
+/// `earlier` then `later`, less the [`REPLACED_AS_A_WHOLE`] options of `earlier` that `later`
+/// gives again.
+fn merge(mut earlier: Vec<String>, later: Vec<String>) -> Vec<String> {
+    for name in REPLACED_AS_A_WHOLE {
+        let (flag, prefix) = (format!("--{name}"), format!("--{name}="));
+        let sets = |a: &String| *a == flag || a.starts_with(&prefix);
+        if later.iter().any(sets) {
+            earlier.retain(|a| !sets(a));
+        }
+    }
+    earlier.extend(later);
+    earlier
 }
 
 #[cfg(test)]
@@ -212,6 +229,20 @@ mod tests {
         // An option whose environment variable is set is not taken from the file.
         let env = |v: &str| v == "ASR_BRIDGE_MODEL";
         assert!(!f.args(None, &env).unwrap().iter().any(|a| a.starts_with("--model=")));
+    }
+
+    #[test]
+    fn a_later_server_list_replaces_the_earlier_one() {
+        let (_d, p) = file("server = [\"unix:/a\", \"unix:/b\"]\nprompt = \"hello\"\n[profile.lb]\nserver = \"ws://lb:80\"\nprompt = \"menu\"\n");
+        let f = ConfigFile::load(&p).unwrap();
+        let servers = |args: Vec<String>| CallArgs::parse_from_args(args).unwrap().validate().unwrap().server.unwrap().servers.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(servers(f.args(None, &|_| false).unwrap()), ["unix:/a", "unix:/b"], "a list in the file");
+        let profile = f.args(Some("lb"), &|_| false).unwrap();
+        assert_eq!(servers(profile.clone()), ["ws://lb:80/"], "the profile's list replaces the defaults'");
+        assert_eq!(profile.iter().filter(|a| a.starts_with("--prompt=")).count(), 2, "other repeatable options still add up");
+        let mut argv = f.args(None, &|_| false).unwrap();
+        argv = merge(argv, vec!["--server=unix:/c".into(), "--server=unix:/d".into()]);
+        assert_eq!(servers(argv), ["unix:/c", "unix:/d"], "argv's list replaces the file's");
     }
 
     #[test]

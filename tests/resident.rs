@@ -170,7 +170,10 @@ fn a_runtime_directory_that_cannot_be_used_means_in_process_with_a_clear_log_lin
 fn server_none_recognizes_in_process_and_starts_nothing() {
     let _serial = serial();
     let rt = Runtime::new();
-    let mut c = rt.call("ko-hello-8k.wav", &["--server=none"]);
+    // Not `rt.call`, whose --server=auto and this --server=none would be a list (an error
+    // since issue 14: a repeated --server no longer silently keeps the last one).
+    let mut c = Call::new("ko-hello-8k.wav", &["--server=none", "--end-silence=700ms"]);
+    c.opts.env.push(("XDG_RUNTIME_DIR".into(), rt.dir.path().display().to_string()));
     c.opts.env.push(("ASR_BRIDGE_SERVER".into(), "auto".into()));
     let o = c.run();
     o.assert_ok();

@@ -6,9 +6,10 @@
 //! reports one transcript per [`Span::End`] that asks for text. Nothing the caller feels
 //! waits on it: a model still loading, a slow server or a backlog only delays the text.
 //!
-//! Every backend sits behind one trait, [`Decoder`]; where the decoders come from, and the
-//! fallback to the in-process model when the server is unreachable at the start or lost
-//! mid-attempt (`--server-fallback`), is one place: [`Source`].
+//! Every backend sits behind one trait, [`Decoder`]; where the decoders come from (the first
+//! of the servers that takes the call), the failover to another server when one is lost
+//! mid-attempt, and the fallback to the in-process model when no server can be reached at the
+//! start or take over mid-attempt (`--server-fallback`), is one place: [`Source`].
 
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
 use super::recognizer::{Backend, Event};
-use super::remote::{RemoteEngine, ServerAddr};
+use super::remote::{pool_error, Pool, RemoteEngine, ServerAddr};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
@@ -111,44 +112,54 @@ fn fault_injected() -> bool {
 /// Makes a decoder per attempt, and falls back to the in-process model where asked.
 pub enum Source {
     Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
-    Remote { addr: ServerAddr, server: ServerConfig, opts: EngineOptions },
+    Remote { pool: Pool, server: ServerConfig, opts: EngineOptions },
 }
 
+/// How many times one attempt may lose its server and carry on on another (each loss tries
+/// every server once); past that, the in-process fallback or the error.
+const FAILOVERS_PER_ATTEMPT: u32 = 3;
+
 impl Source {
-    /// The source for `cfg`: the model loaded in-process, or the server (not yet contacted).
+    /// The source for `cfg`: the model loaded in-process, or the servers (not yet contacted).
     fn open(cfg: &DecoderConfig, events: &Sender<Event>) -> Result<Source, AsrError> {
         match &cfg.backend {
             Backend::Local(info) => local_source(info, &cfg.engine, events),
             // The grammar goes to the server as normalized phrases; the server checks them
             // against its model's vocabulary exactly as the in-process path does.
             Backend::Server { server, fallback } => {
-                let addr = match &server.addr {
-                    Some(a) => a.clone(),
-                    None => match resident(fallback) {
-                        Ok(a) => a,
+                let addrs = if server.resident() {
+                    match resident(fallback) {
+                        Ok(a) => vec![a],
                         Err(why) => {
                             crate::log_line!("resident server: {why}; recognizing in-process");
                             let dir = fallback.clone().map_err(AsrError::ModelMissing)?;
                             return local_source(&super::model::inspect(&dir)?, &cfg.engine, events);
                         }
-                    },
+                    }
+                } else {
+                    server.servers.clone()
                 };
                 let mut server = server.clone();
-                if server.addr.is_none() {
+                if server.resident() {
                     // The resident server is on this box: a reply that is late means the box is
                     // busy, not that the server is gone (its exit resets the connection at
                     // once). Falling back would load a model exactly then; wait instead.
                     server.timeout = server.timeout.max(super::resident::REPLY_DEADLINE);
                 }
-                Ok(Source::Remote { addr, server, opts: cfg.engine.clone() })
+                Ok(Source::Remote { pool: Pool::new(addrs), server, opts: cfg.engine.clone() })
             }
         }
     }
 
-    fn decoder(&self, rate: u32) -> Result<Box<dyn Decoder>, AsrError> {
+    /// A decoder for an attempt: in-process, or on the first server that takes the call
+    /// ([`Pool::for_attempt`]; a server busy or unreachable is skipped, see [`pool_error`]).
+    fn decoder(&mut self, rate: u32, events: &Sender<Event>) -> Result<Box<dyn Decoder>, AsrError> {
         match self {
             Source::Local { model, info, opts } => Ok(Box::new(Engine::new(model, info, rate, opts)?)),
-            Source::Remote { addr, server, opts } => Ok(Box::new(RemoteEngine::start(addr, server.timeout, rate, opts)?)),
+            Source::Remote { pool, server, opts } => {
+                let order = pool.for_attempt();
+                Ok(Box::new(connect(pool, server, opts, &order, rate, &[], events)?))
+            }
         }
     }
 
@@ -158,7 +169,7 @@ impl Source {
 
     /// The resident server of the call's model (`--server=auto`).
     fn resident(&self) -> bool {
-        matches!(self, Source::Remote { server, .. } if server.addr.is_none())
+        matches!(self, Source::Remote { server, .. } if server.resident())
     }
 
     /// Replaces a served source by the in-process model (`--server-fallback`).
@@ -183,28 +194,51 @@ impl Source {
         Ok(())
     }
 
-    /// A decoder for the next attempt, and which backend it is; a server that cannot be
-    /// reached (at the call's start, or restarted between attempts) is replaced by the
+    /// A decoder for the next attempt, and which backend it is; servers that cannot be
+    /// reached (at the call's start, or restarted between attempts) are replaced by the
     /// in-process model with `--server-fallback`.
     fn decoder_or_fallback(&mut self, cfg: &DecoderConfig, events: &Sender<Event>) -> Result<(Box<dyn Decoder>, &'static str), AsrError> {
-        match self.decoder(cfg.rate) {
+        match self.decoder(cfg.rate, events) {
             // A busy server is never fallen back from when the dialplan chose it (a model per
             // call exactly when the box is busiest); the resident one is ours, and a call
             // without it would have recognized in-process anyway.
             Err(e @ AsrError::ServerBusy { .. }) if self.resident() => {
                 crate::log_line!("{e}; recognizing in-process");
                 self.fall_back(cfg, events, e)?;
-                Ok((self.decoder(cfg.rate)?, "fallback"))
+                Ok((self.decoder(cfg.rate, events)?, "fallback"))
             }
             Err(e @ AsrError::ServerUnreachable { .. }) if self.fallback_armed() => {
                 crate::log_line!("{e}; falling back to the in-process model");
                 self.fall_back(cfg, events, e)?;
-                Ok((self.decoder(cfg.rate)?, "fallback"))
+                Ok((self.decoder(cfg.rate, events)?, "fallback"))
             }
             Err(e) => Err(e),
             Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { "server" } else { "in-process" })),
         }
     }
+}
+
+/// A recognizer on the first server of `order` that takes the call and is given `replay` (the
+/// attempt's audio so far, in 100 ms blocks); why each one did not, otherwise ([`pool_error`]).
+fn connect(pool: &mut Pool, server: &ServerConfig, opts: &EngineOptions, order: &[usize], rate: u32, replay: &[i16], events: &Sender<Event>) -> Result<RemoteEngine, AsrError> {
+    let mut errors = Vec::new();
+    for &i in order {
+        let started = RemoteEngine::start(pool.addr(i), server.timeout, rate, opts, server.token.as_ref());
+        match started.and_then(|mut d| replay.chunks(block_len(rate)).try_for_each(|b| d.accept(b)).map(|()| d)) {
+            Ok(d) => {
+                pool.served_by(i);
+                let _ = events.send(Event::Server { addr: d.addr().to_string() });
+                return Ok(d);
+            }
+            Err(e) => {
+                if order.len() > 1 {
+                    crate::log_line!("{e}; trying the next server");
+                }
+                errors.push(e);
+            }
+        }
+    }
+    Err(pool_error(errors))
 }
 
 /// The resident server of the call's model (`--server=auto`), started here if none answers.
@@ -266,11 +300,13 @@ enum SpanEnd {
     Stopped,
 }
 
-/// One span's decoder, with what a lost server heard (to replay into the fallback).
+/// One span's decoder, with what a lost server heard (to replay into its replacement).
 struct Live {
     decoder: Option<Box<dyn Decoder>>,
     /// The span's audio as sent to the server; None when there is nothing to rescue.
     sent: Option<Vec<i16>>,
+    /// Servers lost and replaced in this span.
+    failovers: u32,
 }
 
 /// Runs the stage until the call ends.
@@ -341,7 +377,8 @@ impl Stage<'_> {
 
     /// One attempt: feed blocks as they come until the span's end, then report the text.
     fn span(&mut self, decoder: Box<dyn Decoder>) -> Result<SpanEnd, AsrError> {
-        let mut live = Live { sent: self.source.fallback_armed().then(Vec::new), decoder: Some(decoder) };
+        let served = matches!(self.source, Source::Remote { .. });
+        let mut live = Live { sent: served.then(Vec::new), decoder: Some(decoder), failovers: 0 };
         self.buf.clear();
         let mut end: Option<(u64, bool)> = None;
         loop {
@@ -420,15 +457,13 @@ impl Stage<'_> {
     /// Hands the block buffer to the decoder; a lost server is rescued where armed.
     fn feed(&mut self, live: &mut Live) -> Result<(), AsrError> {
         let block = std::mem::take(&mut self.buf);
-        let r = match live.decoder.as_mut() {
-            Some(d) => d.accept(&block),
-            None => Ok(()),
-        };
-        if let Err(e) = r {
+        let accept = |live: &mut Live| live.decoder.as_mut().map_or(Ok(()), |d| d.accept(&block));
+        let mut r = accept(live);
+        // Ends: each round replaces the server (at most FAILOVERS_PER_ATTEMPT times), falls
+        // back once, or returns the error.
+        while let Err(e) = r {
             self.take_over(live, e)?;
-            if let Some(d) = live.decoder.as_mut() {
-                d.accept(&block)?;
-            }
+            r = accept(live);
         }
         if let Some(v) = live.sent.as_mut() {
             v.extend_from_slice(&block);
@@ -437,18 +472,39 @@ impl Stage<'_> {
         Ok(())
     }
 
-    /// With `--server-fallback`, a server lost mid-attempt (killed, frozen past the reply
-    /// deadline, the connection cut) is replaced by the in-process model, given the
-    /// attempt's audio so far, so the caller's words are not lost. Otherwise `e` passes
-    /// through (`ASR_CAUSE=102`).
+    /// A server lost mid-attempt (killed, frozen past the reply deadline, the connection cut)
+    /// is replaced by the next server of the list ([`Pool::after_loss`]: for one address, the
+    /// same address again, which a load balancer routes to a healthy backend), given the
+    /// attempt's audio so far, so the caller's words are not lost. When none takes over, with
+    /// `--server-fallback` the in-process model does, given the same audio. Otherwise `e`
+    /// passes through (`ASR_CAUSE=102`). The resident server is not reconnected to (on this
+    /// box, gone means gone): it falls back at once.
     fn take_over(&mut self, live: &mut Live, e: AsrError) -> Result<(), AsrError> {
-        let (AsrError::ServerLost { .. }, Some(sent)) = (&e, live.sent.take()) else { return Err(e) };
+        let (AsrError::ServerLost { addr, reason }, Some(sent)) = (&e, live.sent.as_ref()) else { return Err(e) };
+        let e = if self.source.resident() {
+            e
+        } else if live.failovers >= FAILOVERS_PER_ATTEMPT {
+            AsrError::ServerLost { addr: addr.clone(), reason: format!("{reason}; gave up after {} failovers in this attempt", live.failovers) }
+        } else {
+            match self.fail_over(sent, &e) {
+                Ok(d) => {
+                    live.decoder = Some(d);
+                    live.failovers += 1;
+                    return Ok(());
+                }
+                Err(why) => AsrError::ServerLost { addr: addr.clone(), reason: format!("{reason}; no server took over ({})", reason_of(&why)) },
+            }
+        };
+        if !self.source.fallback_armed() {
+            return Err(e);
+        }
+        let sent = live.sent.take().unwrap_or_default();
         let replayed_ms = sent.len() as f64 * 1000.0 / self.cfg.rate as f64;
         let t = Instant::now();
         crate::log_line!("{e}; falling back to the in-process model ({replayed_ms:.0} ms of this attempt's audio to replay)");
         let reason = e.to_string();
         self.source.fall_back(self.cfg, self.events, e)?;
-        let mut d = self.source.decoder(self.cfg.rate)?;
+        let mut d = self.source.decoder(self.cfg.rate, self.events)?;
         for block in sent.chunks(self.block) {
             d.accept(block)?;
         }
@@ -457,15 +513,36 @@ impl Stage<'_> {
         Ok(())
     }
 
+    /// Another server for the attempt whose server `lost` went away, given `sent`.
+    fn fail_over(&mut self, sent: &[i16], lost: &AsrError) -> Result<Box<dyn Decoder>, AsrError> {
+        let Source::Remote { pool, server, opts } = &mut self.source else {
+            return Err(AsrError::ServerLost { addr: String::new(), reason: "no server to fail over to (in-process already)".into() });
+        };
+        let order = pool.after_loss();
+        let replayed_ms = sent.len() as f64 * 1000.0 / self.cfg.rate as f64;
+        crate::log_line!("{lost}; reconnecting ({replayed_ms:.0} ms of this attempt's audio to replay)");
+        let t = Instant::now();
+        let d = connect(pool, server, opts, &order, self.cfg.rate, sent, self.events)?;
+        let to = d.addr().to_string();
+        let _ = self.events.send(Event::FailedOver { lost: lost.to_string(), to, replayed_ms, took: t.elapsed() });
+        Ok(Box::new(d))
+    }
+
     /// Finishes the span's decoder and sends the transcript.
     fn report(&mut self, mut live: Live) -> Result<(), AsrError> {
         let t = Instant::now();
-        let Some(d) = live.decoder.take() else { return Ok(()) };
-        let transcript = match d.finish() {
-            Ok(t) => t,
-            Err(e) => {
-                self.take_over(&mut live, e)?;
-                live.decoder.take().map_or_else(|| Ok(Transcript::default()), |d| d.finish())?
+        let Some(mut d) = live.decoder.take() else { return Ok(()) };
+        // Ends as `feed` does: each failure replaces the server, falls back, or returns.
+        let transcript = loop {
+            match d.finish() {
+                Ok(t) => break t,
+                Err(e) => {
+                    self.take_over(&mut live, e)?;
+                    match live.decoder.take() {
+                        Some(next) => d = next,
+                        None => break Transcript::default(),
+                    }
+                }
             }
         };
         let finalize_ms = t.elapsed().as_secs_f64() * 1000.0;

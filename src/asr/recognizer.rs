@@ -63,6 +63,11 @@ pub enum Event {
     /// The server was lost mid-attempt and `--server-fallback` is on: the in-process model
     /// took over (loading it took `load`) and was given the attempt's audio so far.
     FellBack { load: Duration, replayed_ms: f64, reason: String },
+    /// An attempt connected to this server (at its start, or taking over from a lost one).
+    Server { addr: String },
+    /// The attempt's server was lost (`lost`, the error) and server `to` took over, given the
+    /// attempt's audio so far; connecting and replaying took `took`.
+    FailedOver { lost: String, to: String, replayed_ms: f64, took: Duration },
     /// Speech onset confirmed, at this media time (ms).
     SpeechStarted { at_ms: f64 },
     /// Speech has lasted the barge-in minimum: time to stop the prompt.

@@ -153,22 +153,86 @@ fn unreachable(addr: &ServerAddr, reason: impl std::fmt::Display) -> AsrError {
     AsrError::ServerUnreachable { addr: addr.to_string(), reason: reason.to_string() }
 }
 
+/// The bearer token the client sends in every handshake (`Authorization: Bearer TOKEN`), when
+/// it has one. Its `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token from its text (a file's contents): surrounding whitespace is dropped; what is
+    /// left must be non-empty printable ASCII without spaces (it goes into an HTTP header).
+    ///
+    /// ```
+    /// use asr_bridge::asr::remote::Token;
+    /// assert!(Token::new(" s3cret\n").is_ok());
+    /// assert!(Token::new("\n").is_err());
+    /// assert!(Token::new("two words").is_err());
+    /// assert_eq!(format!("{:?}", Token::new("s3cret").unwrap()), "Token(..)");
+    /// ```
+    pub fn new(text: &str) -> Result<Token, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("is empty".into());
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be printable ASCII without spaces".into());
+        }
+        Ok(Token(t.to_string()))
+    }
+
+    /// The token itself (for the server side's comparison).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// Opens a WebSocket to `addr` at `path` ("/" for calls), connect and handshake within
-/// `deadline`. At capacity the server answers the handshake with 503: [`AsrError::ServerBusy`].
-pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<WebSocket<Conn>, AsrError> {
-    connect_with_idle(addr, path, deadline).map(|(ws, _)| ws)
+/// `deadline`, sending `token` when there is one. See [`connect_with_idle`] for how a refusal
+/// reads.
+pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration, token: Option<&Token>) -> Result<WebSocket<Conn>, AsrError> {
+    connect_with_idle(addr, path, deadline, token).map(|(ws, _)| ws)
 }
 
 /// The response header in which `asr_bridge serve` says after how long a silent client is
-/// dropped (its `--idle-timeout`, in ms), so the client can ping in time.
+/// dropped (its `--idle-timeout`, in ms), so the client can ping in time. Only `asr_bridge
+/// serve` sends it.
 pub const IDLE_HEADER: &str = "x-asr-bridge-idle-timeout-ms";
 
-/// The response header with which `asr_bridge serve` marks a 503 as "busy" (at capacity, or
-/// the client holds its share): any other 502/503 (a balancer with no backend) is unreachable.
+/// The response header (value `1`) with which `asr_bridge serve` marks its HTTP 503 as "busy"
+/// (at `--max-calls`, or the client holds its `--max-calls-per-client` share; not while
+/// draining: that server is going away). Any other refusal, a 503 without it included (a load
+/// balancer's "no server is available"), means "unreachable".
 pub const BUSY_HEADER: &str = "x-asr-bridge-busy";
 
-/// [`connect`], also returning the server's idle timeout when it says it.
-pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration) -> Result<(WebSocket<Conn>, Option<Duration>), AsrError> {
+/// The response header (value `1`) with which `asr_bridge serve` says it takes [`PAUSE`]: a
+/// capability of its own, so a client never sends a pause to a server that predates it (an
+/// on-demand server of the last release can outlive an upgrade by its idle exit).
+pub const PAUSE_HEADER: &str = "x-asr-bridge-pause";
+
+/// The text message announcing a quiet spell to a server that sent [`PAUSE_HEADER`]: no audio
+/// follows for a while, only pings; the next audio ends the pause. The server does not reply.
+pub const PAUSE: &str = r#"{"pause" : 1}"#;
+
+/// What the server said in its handshake response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// Its idle timeout ([`IDLE_HEADER`]).
+    pub idle: Option<Duration>,
+    /// It takes [`PAUSE`] ([`PAUSE_HEADER`]).
+    pub pause: bool,
+}
+
+/// [`connect`], also returning what the server says of itself in the handshake. A refusal of the
+/// handshake: HTTP 503 with [`BUSY_HEADER`] is [`AsrError::ServerBusy`]; any other status
+/// (a balancer's 502/503/504, 401/403 for a token refused or missing) is
+/// [`AsrError::ServerUnreachable`] with the status line in the reason.
+pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration, token: Option<&Token>) -> Result<(WebSocket<Conn>, Handshake), AsrError> {
     let until = Instant::now() + deadline;
     let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let (conn, url) = match addr {
@@ -193,28 +257,46 @@ pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration) -> R
         }
     };
     conn.set_timeouts(Some(left())).map_err(|e| unreachable(addr, e))?;
-    let request = url.as_str().into_client_request().map_err(|e| unreachable(addr, e))?;
+    let mut request = url.as_str().into_client_request().map_err(|e| unreachable(addr, e))?;
+    if let Some(t) = token {
+        let value = tungstenite::http::HeaderValue::from_str(&format!("Bearer {}", t.0)).map_err(|e| unreachable(addr, e))?;
+        request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, value);
+    }
     match tungstenite::client::client(request, conn) {
         Ok((ws, resp)) => {
-            let idle = resp.headers().get(IDLE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
-            Ok((ws, idle))
+            let h = resp.headers();
+            let idle = h.get(IDLE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
+            Ok((ws, Handshake { idle, pause: h.get(PAUSE_HEADER).is_some_and(|v| v.as_bytes() == b"1") }))
         }
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
-            if resp.status().as_u16() == 503 {
-                Err(AsrError::ServerBusy { addr: addr.to_string(), reason: body })
-            } else {
-                Err(unreachable(addr, format!("HTTP {} {body}", resp.status())))
-            }
+            let busy = resp.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+            Err(refusal(addr, resp.status(), busy, &body, token.is_some()))
         }
         Err(HandshakeError::Interrupted(_)) => Err(unreachable(addr, format!("no handshake within {deadline:?}"))),
         Err(HandshakeError::Failure(e)) => Err(unreachable(addr, e)),
     }
 }
 
-/// Reads the server's statistics (`asr_bridge stats`).
-pub fn fetch_stats(addr: &ServerAddr, deadline: Duration) -> Result<serde_json::Value, AsrError> {
-    let mut ws = connect(addr, "/stats", deadline)?;
+/// What a handshake answered with `status` (not 101) means: busy only when `asr_bridge serve`
+/// marked its 503 so ([`BUSY_HEADER`]); anything else is unreachable, with the status line.
+fn refusal(addr: &ServerAddr, status: tungstenite::http::StatusCode, busy: bool, body: &str, token_sent: bool) -> AsrError {
+    if status.as_u16() == 503 && busy {
+        return AsrError::ServerBusy { addr: addr.to_string(), reason: body.to_string() };
+    }
+    // A body is a line of text from asr_bridge serve, a page of HTML from a balancer.
+    let body = body.lines().next().filter(|l| !l.starts_with('<')).map(|l| format!(": {l}")).unwrap_or_default();
+    let why = match (status.as_u16(), token_sent) {
+        (401 | 403, true) => " (the server refused the token)",
+        (401 | 403, false) => " (the server wants a token: set ASR_BRIDGE_TOKEN or --server-token-file)",
+        _ => "",
+    };
+    unreachable(addr, format!("HTTP {status}{why}{body}"))
+}
+
+/// Reads the server's statistics (`asr_bridge stats`), sending `token` when there is one.
+pub fn fetch_stats(addr: &ServerAddr, deadline: Duration, token: Option<&Token>) -> Result<serde_json::Value, AsrError> {
+    let mut ws = connect(addr, "/stats", deadline, token)?;
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => {
@@ -224,6 +306,84 @@ pub fn fetch_stats(addr: &ServerAddr, deadline: Duration) -> Result<serde_json::
             Ok(_) => continue,
             Err(e) => return Err(unreachable(addr, e)),
         }
+    }
+}
+
+/// What a call does when its servers do not take it: why each one did not, in the order
+/// tried, as one error. Every server busy, or some busy and the rest unreachable: busy (the
+/// servers that answered are full; falling back would load a model per call exactly when the
+/// pool is busiest). None answered: unreachable. One server: its own error, unchanged.
+pub fn pool_error(mut errors: Vec<AsrError>) -> AsrError {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let busy = errors.iter().any(|e| matches!(e, AsrError::ServerBusy { .. }));
+    let mut addrs = Vec::new();
+    let mut reasons = Vec::new();
+    for e in &errors {
+        let (addr, what) = match e {
+            AsrError::ServerBusy { addr, reason } => (addr, format!("busy: {reason}")),
+            AsrError::ServerUnreachable { addr, reason } | AsrError::ServerLost { addr, reason } | AsrError::ServerRefused { addr, reason } => (addr, reason.clone()),
+            other => (&String::new(), other.to_string()),
+        };
+        addrs.push(addr.clone());
+        reasons.push(format!("{addr}: {what}"));
+    }
+    let (addr, reason) = (addrs.join(", "), reasons.join("; "));
+    if busy {
+        AsrError::ServerBusy { addr, reason }
+    } else {
+        AsrError::ServerUnreachable { addr, reason }
+    }
+}
+
+/// The call's servers, in the order `--server` lists them, and the one that served it last.
+/// An attempt connects to that one first and then to the others in list order, cyclically (at
+/// first: the list in order); a server lost mid-attempt is replaced by the next ones, itself
+/// last ([`Pool::after_loss`]). Each order names every server once.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    addrs: Vec<ServerAddr>,
+    last: usize,
+}
+
+impl Pool {
+    /// The servers to try; `addrs` is never empty (`--server=auto` resolves to one address).
+    pub fn new(addrs: Vec<ServerAddr>) -> Pool {
+        assert!(!addrs.is_empty(), "a pool needs a server");
+        Pool { addrs, last: 0 }
+    }
+
+    /// Where a new attempt connects: the server that served last, then the others.
+    ///
+    /// ```
+    /// use asr_bridge::asr::remote::Pool;
+    /// let mut p = Pool::new(vec!["unix:/a".parse().unwrap(), "unix:/b".parse().unwrap(), "unix:/c".parse().unwrap()]);
+    /// assert_eq!(p.for_attempt(), [0, 1, 2]);
+    /// assert_eq!(p.after_loss(), [1, 2, 0], "the next ones first, the lost one last");
+    /// p.served_by(1);
+    /// assert_eq!(p.for_attempt(), [1, 2, 0]);
+    /// assert_eq!(p.after_loss(), [2, 0, 1]);
+    /// let one = Pool::new(vec!["ws://lb:80".parse().unwrap()]);
+    /// assert_eq!(one.after_loss(), [0], "one address: the same again (a balancer routes it elsewhere)");
+    /// ```
+    pub fn for_attempt(&self) -> Vec<usize> {
+        (0..self.addrs.len()).map(|k| (self.last + k) % self.addrs.len()).collect()
+    }
+
+    /// Where an attempt whose server (the last one that served) was lost reconnects.
+    pub fn after_loss(&self) -> Vec<usize> {
+        (1..=self.addrs.len()).map(|k| (self.last + k) % self.addrs.len()).collect()
+    }
+
+    /// Server `i` of the list.
+    pub fn addr(&self, i: usize) -> &ServerAddr {
+        &self.addrs[i]
+    }
+
+    /// Server `i` took the call.
+    pub fn served_by(&mut self, i: usize) {
+        self.last = i;
     }
 }
 
@@ -240,6 +400,10 @@ pub struct RemoteEngine {
     in_flight: VecDeque<Instant>,
     /// The reply deadline (`--server-timeout`), applied to the oldest block in flight.
     deadline: Duration,
+    /// The server takes [`PAUSE`] (it sent [`PAUSE_HEADER`]): quiet spells are announced.
+    pausable: bool,
+    /// A [`PAUSE`] was sent and no audio since.
+    paused: bool,
 }
 
 /// Blocks sent ahead of their replies: the decoder streams without waiting a round trip per
@@ -252,8 +416,9 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 impl RemoteEngine {
     /// Connects and sends the config message. `rate` is the call's audio rate; the server
     /// resamples when its model needs it, exactly as the in-process engine would.
-    pub fn start(addr: &ServerAddr, deadline: Duration, rate: u32, opts: &EngineOptions) -> Result<RemoteEngine, AsrError> {
-        let (mut ws, idle) = connect_with_idle(addr, "/", deadline)?;
+    pub fn start(addr: &ServerAddr, deadline: Duration, rate: u32, opts: &EngineOptions, token: Option<&Token>) -> Result<RemoteEngine, AsrError> {
+        let (mut ws, said) = connect_with_idle(addr, "/", deadline, token)?;
+        let idle = said.idle;
         // Ping at a third of the server's idle timeout (vosk-server has none: every 10 s).
         let keepalive = idle.map(|i| i / 3).unwrap_or(DEFAULT_KEEPALIVE).clamp(Duration::from_millis(100), DEFAULT_KEEPALIVE);
         // partial_results: 0 spares asr_bridge serve the partial transcripts the bridge never
@@ -275,6 +440,8 @@ impl RemoteEngine {
             keepalive,
             in_flight: VecDeque::new(),
             deadline,
+            pausable: said.pause,
+            paused: false,
         })
     }
 
@@ -312,6 +479,7 @@ impl RemoteEngine {
         self.blocks += 1;
         let msg = Message::binary(self.bytes.clone());
         self.last_sent = Instant::now();
+        self.paused = false;
         self.ws.send(msg).map_err(|e| self.lost(e))?;
         self.in_flight.push_back(self.last_sent);
         self.take_ready()?;
@@ -375,7 +543,9 @@ impl RemoteEngine {
 
     /// Sends a ping when nothing was sent for a third of the server's idle timeout (which must
     /// not end a call that is only waiting: a long prompt without barge-in, DTX); the pong is
-    /// skipped when the next reply is read.
+    /// skipped when the next reply is read. To `asr_bridge serve`, which drops a connection
+    /// without audio even when it pings unless told, the first ping of a quiet spell follows a
+    /// [`PAUSE`].
     pub fn keepalive(&mut self) -> Result<(), AsrError> {
         if !self.in_flight.is_empty() {
             // No audio to send (DTX), replies still owed: their deadline runs all the same.
@@ -384,8 +554,17 @@ impl RemoteEngine {
         if self.last_sent.elapsed() < self.keepalive {
             return Ok(());
         }
+        if self.pausable && !self.paused {
+            self.ws.send(Message::text(PAUSE)).map_err(|e| self.lost(e))?;
+            self.paused = true;
+        }
         self.last_sent = Instant::now();
         self.ws.send(Message::Ping(Vec::new().into())).map_err(|e| self.lost(e))
+    }
+
+    /// The server this recognizer is on.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// True when the server closed this connection while it waited for its first block (a
@@ -421,5 +600,134 @@ impl RemoteEngine {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
         Ok(self.transcript)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::http::StatusCode;
+
+    fn a() -> ServerAddr {
+        "ws://lb:80".parse().unwrap()
+    }
+
+    #[test]
+    fn only_a_marked_503_is_busy() {
+        let busy = refusal(&a(), StatusCode::SERVICE_UNAVAILABLE, true, "at capacity (4 calls)", false);
+        assert!(matches!(&busy, AsrError::ServerBusy { reason, .. } if reason == "at capacity (4 calls)"), "{busy:?}");
+        let html = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>";
+        for (status, body) in [(StatusCode::SERVICE_UNAVAILABLE, html), (StatusCode::BAD_GATEWAY, ""), (StatusCode::GATEWAY_TIMEOUT, "")] {
+            let e = refusal(&a(), status, false, body, false);
+            assert!(matches!(e, AsrError::ServerUnreachable { .. }), "{status}: {e:?}");
+            assert!(e.to_string().ends_with(&format!("unreachable: HTTP {status}")), "{e}");
+        }
+        // The marker on another status does not make it busy.
+        assert!(matches!(refusal(&a(), StatusCode::BAD_GATEWAY, true, "", false), AsrError::ServerUnreachable { .. }));
+        let e = refusal(&a(), StatusCode::NOT_FOUND, false, "no such path", false);
+        assert_eq!(e.to_string(), "recognition server ws://lb:80/ unreachable: HTTP 404 Not Found: no such path");
+    }
+
+    #[test]
+    fn a_refused_or_missing_token_says_so() {
+        let e = refusal(&a(), StatusCode::UNAUTHORIZED, false, "", true).to_string();
+        assert!(e.contains("HTTP 401 Unauthorized") && e.contains("refused the token"), "{e}");
+        let e = refusal(&a(), StatusCode::FORBIDDEN, false, "", false).to_string();
+        assert!(e.contains("HTTP 403 Forbidden") && e.contains("wants a token") && e.contains("ASR_BRIDGE_TOKEN"), "{e}");
+    }
+
+    fn unreachable_at(addr: &str, reason: &str) -> AsrError {
+        AsrError::ServerUnreachable { addr: addr.into(), reason: reason.into() }
+    }
+
+    #[test]
+    fn a_pool_is_busy_when_any_server_answered_busy() {
+        let one = pool_error(vec![unreachable_at("unix:/a", "No such file")]);
+        assert_eq!(one.to_string(), "recognition server unix:/a unreachable: No such file", "one server: its own error");
+        let none = pool_error(vec![unreachable_at("unix:/a", "No such file"), unreachable_at("unix:/b", "HTTP 502 Bad Gateway")]);
+        assert_eq!(none.cause(), "101");
+        assert_eq!(none.to_string(), "recognition server unix:/a, unix:/b unreachable: unix:/a: No such file; unix:/b: HTTP 502 Bad Gateway");
+        let mixed = pool_error(vec![unreachable_at("unix:/a", "No such file"), AsrError::ServerBusy { addr: "unix:/b".into(), reason: "at capacity".into() }]);
+        assert_eq!(mixed.cause(), "100");
+        assert!(mixed.to_string().contains("unix:/b: busy: at capacity"), "{mixed}");
+    }
+
+    /// A one-connection WebSocket server on loopback: answers the handshake (with the idle
+    /// header when `idle_ms` is set, and the pause capability with `pause`, as `asr_bridge
+    /// serve` does), replies to each block and to
+    /// eof, and gives back what came, in order: config, audio, pause, ping, eof.
+    #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
+    fn recording_server(idle_ms: Option<u64>, pause: bool) -> (ServerAddr, std::thread::JoinHandle<Vec<&'static str>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("ws://127.0.0.1:{}", l.local_addr().unwrap().port()).parse().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let announce = |_: &tungstenite::handshake::server::Request, mut resp: tungstenite::handshake::server::Response| {
+                if let Some(ms) = idle_ms {
+                    resp.headers_mut().insert(IDLE_HEADER, ms.into());
+                }
+                if pause {
+                    resp.headers_mut().insert(PAUSE_HEADER, 1.into());
+                }
+                Ok(resp)
+            };
+            let mut ws = tungstenite::accept_hdr(s, announce).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(t)) if t.as_str() == PAUSE => seen.push("pause"),
+                    Ok(Message::Text(t)) if t.contains("config") => seen.push("config"),
+                    Ok(Message::Text(t)) if t.contains("eof") => {
+                        seen.push("eof");
+                        let _ = ws.send(Message::text(r#"{"text" : "", "result" : []}"#));
+                    }
+                    Ok(Message::Binary(_)) => {
+                        seen.push("audio");
+                        let _ = ws.send(Message::text(r#"{"partial" : ""}"#));
+                    }
+                    Ok(Message::Ping(_)) if seen.last() != Some(&"ping") => seen.push("ping"),
+                    Ok(_) => {}
+                    Err(_) => return seen,
+                }
+            }
+        });
+        (addr, h)
+    }
+
+    /// Two quiet spells (no audio for longer than the keepalive interval) on one connection.
+    fn quiet_twice(addr: &ServerAddr) {
+        let mut e = RemoteEngine::start(addr, Duration::from_secs(5), 8000, &EngineOptions::default(), None).unwrap();
+        e.keepalive = Duration::from_millis(100); // what a 300 ms idle timeout gives; 10 s without one
+        for _ in 0..2 {
+            e.accept(&[0; 800]).unwrap();
+            for _ in 0..8 {
+                std::thread::sleep(Duration::from_millis(50));
+                e.keepalive().unwrap();
+            }
+        }
+        e.finish().unwrap();
+    }
+
+    #[test]
+    fn a_quiet_spell_is_announced_to_asr_bridge_serve_once() {
+        // An idle timeout of 300 ms: a ping every 100 ms; each spell is 400 ms.
+        let (addr, h) = recording_server(Some(300), true);
+        quiet_twice(&addr);
+        assert_eq!(h.join().unwrap(), ["config", "audio", "pause", "ping", "audio", "pause", "ping", "eof"], "once per spell, before its first ping");
+    }
+
+    #[test]
+    fn a_server_that_does_not_say_its_idle_timeout_is_never_sent_a_pause() {
+        let (addr, h) = recording_server(None, false);
+        quiet_twice(&addr);
+        assert_eq!(h.join().unwrap(), ["config", "audio", "ping", "audio", "ping", "eof"], "pings only: vosk-server does not know a pause");
+    }
+
+    #[test]
+    fn a_server_that_says_its_idle_timeout_but_not_the_pause_is_never_sent_one() {
+        // asr_bridge serve of the last release: an idle timeout, no pause.
+        let (addr, h) = recording_server(Some(300), false);
+        quiet_twice(&addr);
+        assert_eq!(h.join().unwrap(), ["config", "audio", "ping", "audio", "ping", "eof"]);
     }
 }

@@ -596,6 +596,7 @@ fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>) 
     let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if let Some(v) = idle.and_then(|i| HeaderValue::from_str(&i.as_millis().to_string()).ok()) {
             resp.headers_mut().insert(crate::asr::remote::IDLE_HEADER, v);
+            resp.headers_mut().insert(crate::asr::remote::PAUSE_HEADER, HeaderValue::from_static("1"));
         }
         Ok(resp)
     };
@@ -952,7 +953,14 @@ pub fn stats(args: Vec<String>) -> (String, ExitCode) {
         }
     };
     let t = parse_duration(&a.timeout).unwrap_or(Duration::from_secs(2));
-    match fetch_stats(&addr, t) {
+    let token = match crate::config::client_token_from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("stats: {e}");
+            return (String::new(), ExitCode::from(2));
+        }
+    };
+    match fetch_stats(&addr, t, token.as_ref()) {
         Ok(v) => (serde_json::to_string_pretty(&v).unwrap_or_default() + "\n", ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("stats: {e}");

@@ -280,7 +280,7 @@ impl<'a> Attempt<'a> {
                 v.cause = e.cause();
                 self.end_with(v, out);
             }
-            Event::OutOfVocabulary(_) => {}
+            Event::OutOfVocabulary(_) | Event::Server { .. } | Event::FailedOver { .. } => {}
         }
     }
 

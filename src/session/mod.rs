@@ -49,6 +49,10 @@ struct Report {
     backend: &'static str,
     /// Loading the in-process model after the server was lost mid-attempt.
     fallback_ms: Option<f64>,
+    /// The servers that served the call, in the order they first did.
+    servers: Vec<String>,
+    /// Servers lost mid-attempt and replaced by another (or the same address again).
+    failovers: u32,
     ready_ms: Option<f64>,
     rate: Option<u32>,
     outcome: Option<Outcome>,
@@ -136,7 +140,7 @@ pub fn run_eagi<W: Write>(
             Ok(m) => Backend::Local(m),
             Err(e) => return call.finish(Verdict::error(e), Some(&config)),
         },
-        Some(s) if s.addr.is_none() => match checked(model_dir) {
+        Some(s) if s.resident() => match checked(model_dir) {
             Ok(m) => Backend::Server { server: s.clone(), fallback: Ok(m.dir) },
             Err(e) => return call.finish(Verdict::error(e), Some(&config)),
         },
@@ -265,6 +269,11 @@ impl<W: Write> Call<W> {
                     "the in-process model took over in {:.0} ms after the server was lost ({reason}); {replayed_ms:.0} ms of audio replayed",
                     load.as_secs_f64() * 1000.0
                 );
+            }
+            Event::Server { addr } if !self.report.servers.contains(addr) => self.report.servers.push(addr.clone()),
+            Event::FailedOver { lost, to, replayed_ms, took } => {
+                self.report.failovers += 1;
+                log_line!("{to} took over in {:.0} ms after {lost}; {replayed_ms:.0} ms of audio replayed", took.as_secs_f64() * 1000.0);
             }
             Event::SpeechStarted { at_ms } => log_line!("speech started at {at_ms:.0} ms"),
             Event::OutOfVocabulary(w) => log_line!("grammar words not in the model's vocabulary: {}", w.join(", ")),
@@ -499,7 +508,7 @@ impl<W: Write> Call<W> {
             st.map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
         };
         let o = self.report.outcome.as_ref();
-        json!({
+        let mut line = json!({
             "ts": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             "uniqueid": self.report.uniqueid,
             "channel": self.report.channel,
@@ -541,6 +550,11 @@ impl<W: Write> Call<W> {
             "t0_unix_ms": self.t0_unix_ms,
             "peak_rss_kb": rss_kb,
             "wall_ms": self.ms(),
-        })
+        });
+        // Beside the macro's (its recursion limit is reached): which servers served, how often
+        // one was replaced mid-attempt.
+        line["servers"] = json!(self.report.servers);
+        line["failovers"] = json!(self.report.failovers);
+        line
     }
 }

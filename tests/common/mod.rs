@@ -197,3 +197,6 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+pub mod balancer;
+pub mod fake_http;

@@ -77,7 +77,7 @@ impl Server {
     }
 
     pub fn try_stats(&self) -> Option<serde_json::Value> {
-        fetch_stats(&self.addr().parse::<ServerAddr>().unwrap(), Duration::from_secs(2)).ok()
+        fetch_stats(&self.addr().parse::<ServerAddr>().unwrap(), Duration::from_secs(2), None).ok()
     }
 
     pub fn stats(&self) -> serde_json::Value {
