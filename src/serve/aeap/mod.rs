@@ -37,38 +37,43 @@
 //! One connection is one speech object and holds one admission slot for its life (like a
 //! vosk-server call: at capacity the handshake gets 503 and `SpeechCreate` fails, so the
 //! dialplan can fall back at once). It holds a recognizer only while an utterance is open: the
-//! first audio frame takes one from the warm pool ([`ServedCall`]); the end of the utterance
-//! (by the EAGI side's endpointer rules, [`listen`]) feeds the rest, takes the final result and
-//! gives the recognizer back warm, then pushes the results. Audio is fed in 100 ms blocks
-//! (the in-process engine's [`crate::asr::engine::BLOCK_MS`]), each its own job on the decode
-//! pool charged to the connection's [`Usage`], so the pool's fairness rules hold. A key
+//! first audio frame takes one from the warm pool ([`ServedCall`](super::call::ServedCall)) on the utterance's
+//! [`decoder`] thread; the end of the utterance (by the EAGI side's endpointer rules, on the
+//! arrival of audio, [`listen`]) feeds the rest, takes the final result and gives the
+//! recognizer back warm, then pushes the results. Audio is fed in 100 ms blocks (the in-process
+//! engine's [`crate::asr::engine::BLOCK_MS`]), each its own job on the decode pool charged to
+//! the connection's [`Usage`], so the pool's fairness rules hold; the connection thread never
+//! waits for a decode, so Asterisk's requests are answered within its 1000 ms. Audio that
+//! arrives after the end of an utterance and within [`SETTLE`] of its push is dropped (frames
+//! Asterisk sent before it saw the results). A key
 //! (`set dtmf`) drops the open utterance unpushed (Asterisk makes its own DTMF result). A
 //! malformed request gets an `error_msg` response and the connection lives. A client gone
-//! mid-utterance frees its slot and its recognizer goes back warm ([`ServedCall::abandon`]).
+//! mid-utterance frees its slot and its recognizer goes back warm ([`ServedCall::abandon`](super::call::ServedCall::abandon)).
 //! Between utterances a speech object may sit idle (the dialplan plays prompts, asks a
 //! database) up to [`IDLE_BETWEEN`]; mid-utterance the wall clock ends the utterance anyway.
 //!
 //! Runs on the connection's thread; decoding on the pool.
 
 pub mod codec;
+mod decoder;
 pub mod listen;
 pub mod params;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
-use super::call::ServedCall;
 use super::http::Replayed;
 use super::pool::Usage;
-use super::{retire, Shared};
+use super::Shared;
 use crate::asr::endpoint::EndReason;
 use crate::asr::engine::{block_len, Segment, Transcript};
 use crate::log_line;
 use codec::Codec;
+use decoder::{Decoder, Finishing};
 use listen::Listening;
 use params::{Params, ResultsType};
 use wire::{Incoming, Malformed, Request, SpeechResult};
@@ -82,11 +87,25 @@ pub const PATH: &str = "/aeap";
 /// The longest a speech object may stay connected without a message between utterances.
 pub const IDLE_BETWEEN: Duration = Duration::from_secs(600);
 
-/// One open utterance: its recognizer, its endpointer, audio waiting for a whole block.
+/// After results are pushed, audio this long is taken as frames Asterisk sent before it saw
+/// them, not as a new SpeechBackground (which needs a dialplan step at least).
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How often a connection waiting for a final result looks for it.
+const POLL: Duration = Duration::from_millis(5);
+
+/// One open utterance: its decoder, its endpointer, audio waiting for a whole block.
 struct Utterance {
-    call: Box<ServedCall>,
+    decoder: Decoder,
     listen: Listening,
     block: Vec<i16>,
+    started: Instant,
+}
+
+/// An utterance decided, its final result on the way.
+struct Ending {
+    finishing: Finishing,
+    reason: EndReason,
     started: Instant,
 }
 
@@ -98,16 +117,19 @@ struct Session<'a> {
     codec: Option<Codec>,
     params: Params,
     utterance: Option<Utterance>,
+    ending: Option<Ending>,
+    /// Audio is dropped until then (see [`SETTLE`]).
+    settle_until: Option<Instant>,
     /// The last results pushed (what `get results` answers).
     results: Vec<SpeechResult>,
-    usage: Usage,
+    usage: Arc<Mutex<Usage>>,
     odd: Option<u8>,
     pushed: u64,
     heard_at: Instant,
-    counted_ms: u64,
 }
 
-/// Serves one speech object until the client closes; Err says why it ended otherwise.
+/// Serves one speech object until the client closes; Err says why it ended otherwise. An open
+/// utterance is abandoned (its recognizer goes back warm).
 pub(super) fn serve(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize) -> Result<(), String> {
     let mut s = Session {
         sh,
@@ -116,26 +138,25 @@ pub(super) fn serve(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize) -
         codec: None,
         params: Params::default(),
         utterance: None,
+        ending: None,
+        settle_until: None,
         results: Vec::new(),
-        usage: Usage::default(),
+        usage: Arc::new(Mutex::new(Usage::default())),
         odd: None,
         pushed: 0,
         heard_at: Instant::now(),
-        counted_ms: 0,
     };
-    let end = s.run();
-    if let Some(u) = s.utterance.take() {
-        s.abandon(u);
-    }
-    end
+    s.run()
 }
 
 impl Session<'_> {
     fn run(&mut self) -> Result<(), String> {
         loop {
-            let wait = match &self.utterance {
-                Some(u) => u.listen.wait(),
-                None => {
+            self.push_when_ready()?;
+            let wait = match (&self.ending, &self.utterance) {
+                (Some(_), _) => POLL,
+                (None, Some(u)) => u.listen.wait(),
+                (None, None) => {
                     let left = IDLE_BETWEEN.saturating_sub(self.heard_at.elapsed());
                     if left.is_zero() {
                         self.sh.stats.idle_dropped.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +169,7 @@ impl Session<'_> {
             let msg = match self.ws.read() {
                 Ok(m) => m,
                 Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    self.quiet()?;
+                    self.quiet();
                     continue;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(()),
@@ -165,11 +186,9 @@ impl Session<'_> {
     }
 
     /// No audio for a while: the open utterance may end on the wall clock.
-    fn quiet(&mut self) -> Result<(), String> {
-        let ended = self.utterance.as_mut().and_then(|u| u.listen.quiet());
-        match ended {
-            Some(reason) => self.end_utterance(reason),
-            None => Ok(()),
+    fn quiet(&mut self) {
+        if let Some(reason) = self.utterance.as_mut().and_then(|u| u.listen.quiet()) {
+            self.end_utterance(reason);
         }
     }
 
@@ -216,10 +235,7 @@ impl Session<'_> {
             }
             Request::Set { params } => {
                 let mut p = self.params.clone();
-                for (k, v) in &params {
-                    if k == "dtmf" {
-                        continue;
-                    }
+                for (k, v) in params.iter().filter(|(k, _)| k != "dtmf") {
                     p.apply(k, v).map_err(|e| refuse("set", e))?;
                 }
                 self.params = p;
@@ -245,12 +261,11 @@ impl Session<'_> {
     }
 
     /// A key was pressed: Asterisk ends SpeechBackground with its own DTMF result, so the open
-    /// utterance is dropped, not pushed.
+    /// utterance is dropped (its decoder abandons it) and nothing is pushed.
     fn dtmf(&mut self) {
         self.results.clear();
-        if let Some(u) = self.utterance.take() {
-            self.abandon(u);
-        }
+        self.utterance = None;
+        self.ending = None;
     }
 
     fn audio(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -262,6 +277,10 @@ impl Session<'_> {
         if seconds > self.sh.max_message_audio.as_secs_f64() {
             return Err(format!("a frame of {seconds:.1} s of audio; at most {:?} (--max-message-audio)", self.sh.max_message_audio));
         }
+        let settling = self.settle_until.is_some_and(|t| Instant::now() < t);
+        if self.ending.is_some() || (self.utterance.is_none() && settling) {
+            return Ok(());
+        }
         let mut samples = Vec::with_capacity(bytes.len());
         codec.decode(bytes, &mut self.odd, &mut samples);
         if self.utterance.is_none() {
@@ -271,104 +290,63 @@ impl Session<'_> {
         let (used, ended) = u.listen.audio(&samples);
         u.block.extend_from_slice(&samples[..used]);
         let whole = block_len(codec.rate());
-        while self.utterance.as_ref().is_some_and(|u| u.block.len() >= whole) {
-            self.feed(whole)?;
+        while u.block.len() >= whole {
+            let bytes: Vec<u8> = u.block.drain(..whole).flat_map(i16::to_le_bytes).collect();
+            u.decoder.audio(bytes);
         }
-        match ended {
-            Some(reason) => self.end_utterance(reason),
-            None => Ok(()),
+        if let Some(reason) = ended {
+            self.end_utterance(reason);
         }
-    }
-
-    /// A recognizer for a new utterance, from the warm pool or built on the pool.
-    fn open(&mut self, codec: Codec) -> Result<Utterance, String> {
-        let cfg = self.params.call_config(codec.rate());
-        let listen = Listening::new(codec.rate(), &self.params)?;
-        let sh = self.sh.clone();
-        let opened = self.sh.pool.run(&mut self.usage, move || ServedCall::open(&sh.model, &sh.info, &cfg, &sh.warm));
-        let (call, oov) = opened.ok_or("building the recognizer panicked")?.0.map_err(|e| e.to_string())?;
-        if !oov.is_empty() {
-            log_line!("aeap {}: {} phrase word(s) not in the model's vocabulary", self.id, oov.len());
-        }
-        self.counted_ms = 0;
-        Ok(Utterance { call: Box::new(call), listen, block: Vec::with_capacity(block_len(codec.rate()) * 2), started: Instant::now() })
-    }
-
-    /// Feeds the first `n` samples waiting (one block) on the pool.
-    fn feed(&mut self, n: usize) -> Result<(), String> {
-        let Some(mut u) = self.utterance.take() else { return Ok(()) };
-        let bytes: Vec<u8> = u.block.drain(..n).flat_map(i16::to_le_bytes).collect();
-        let received = Instant::now();
-        let call = u.call;
-        let run = self.sh.pool.run(&mut self.usage, move || {
-            let mut call = call;
-            let r = call.audio(&bytes);
-            (call, r)
-        });
-        let Some(((call, r), queued)) = run else {
-            self.sh.warm.note_discarded();
-            return Err("decoding panicked".into());
-        };
-        u.call = call;
-        self.sh.stats.record(received.elapsed(), queued);
-        let ms = u.call.samples * 1000 / u64::from(u.call.rate.max(1));
-        self.sh.stats.audio_ms.fetch_add(ms.saturating_sub(self.counted_ms), Ordering::Relaxed);
-        self.counted_ms = ms;
-        if let Err(e) = r {
-            self.utterance = Some(u);
-            return Err(e.to_string());
-        }
-        self.utterance = Some(u);
         Ok(())
     }
 
-    /// The utterance ended: its results (none for no input) are pushed to Asterisk.
-    fn end_utterance(&mut self, reason: EndReason) -> Result<(), String> {
-        let Some(u) = self.utterance.take() else { return Ok(()) };
-        let heard_for = u.started.elapsed();
-        let results = if reason == EndReason::NoInput {
-            self.abandon(u);
-            Vec::new()
-        } else {
-            let json = self.finish(u)?;
-            self.results_of(&json)
+    /// A new utterance: listening starts now; its decoder takes a recognizer.
+    fn open(&mut self, codec: Codec) -> Result<Utterance, String> {
+        let listen = Listening::new(codec.rate(), &self.params)?;
+        let decoder = Decoder::start(self.sh, self.params.call_config(codec.rate()), self.usage.clone(), self.id)?;
+        Ok(Utterance { decoder, listen, block: Vec::with_capacity(block_len(codec.rate()) * 2), started: Instant::now() })
+    }
+
+    /// The endpointer decided: no input pushes no results at once (the recognizer goes back
+    /// warm); otherwise the decoder finishes and the results follow when ready.
+    fn end_utterance(&mut self, reason: EndReason) {
+        let Some(u) = self.utterance.take() else { return };
+        let rest: Vec<u8> = u.block.iter().flat_map(|s| s.to_le_bytes()).collect();
+        if reason == EndReason::NoInput {
+            drop(u.decoder);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(Ok(String::new()));
+            self.ending = Some(Ending { finishing: Finishing::ready(rx), reason, started: u.started });
+            return;
+        }
+        self.ending = Some(Ending { finishing: u.decoder.finish(rest), reason, started: u.started });
+    }
+
+    /// Pushes the results of the utterance that ended, once its final result is in.
+    fn push_when_ready(&mut self) -> Result<(), String> {
+        let Some(final_json) = self.ending.as_ref().and_then(|e| e.finishing.poll()) else { return Ok(()) };
+        let Some(e) = self.ending.take() else { return Ok(()) };
+        let results = match final_json {
+            Ok(json) => self.results_of(&json),
+            Err(why) => {
+                log_line!("aeap {}: the utterance's decoding failed: {why}", self.id);
+                Vec::new()
+            }
         };
         log_line!(
-            "aeap {}: {reason:?} after {:.1} s; {} result(s){}",
+            "aeap {}: {:?} after {:.1} s; {} result(s){}",
             self.id,
-            heard_for.as_secs_f64(),
+            e.reason,
+            e.started.elapsed().as_secs_f64(),
             results.len(),
             results.first().map(|r| format!(", score {}", r.score)).unwrap_or_default()
         );
         self.results = results;
         self.pushed += 1;
+        self.settle_until = Some(Instant::now() + SETTLE);
         let push_id = format!("asr-bridge-{}-{}", self.id, self.pushed);
         let request = wire::results_request(&push_id, &self.results);
         self.send(request)
-    }
-
-    /// Feeds the audio left, takes the final result, gives the recognizer back.
-    fn finish(&mut self, u: Utterance) -> Result<String, String> {
-        let Utterance { call, block, .. } = u;
-        let rest: Vec<u8> = block.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let run = self.sh.pool.run(&mut self.usage, move || {
-            let mut call = call;
-            let r = if rest.is_empty() { Ok(()) } else { call.audio(&rest) }.and_then(|()| call.finish());
-            (call, r)
-        });
-        let Some(((call, r), _)) = run else {
-            self.sh.warm.note_discarded();
-            return Err("decoding panicked".into());
-        };
-        let json = r.map_err(|e| e.to_string())?;
-        retire(self.sh, call.into_warm());
-        Ok(json)
-    }
-
-    /// An utterance given up (a key, no input, the client gone): its recognizer ends the
-    /// utterance on the pool and goes back warm.
-    fn abandon(&mut self, u: Utterance) {
-        super::recycle(self.sh, u.call);
     }
 
     /// libvosk's final JSON as AEAP results: the best text with its mean word confidence, or
