@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// `--cold` (a recognizer per call, as vosk-server does).
     #[arg(long, default_value_t = 4)]
     pub served_rounds: usize,
+    /// Also run each WAV through the AEAP path (Asterisk's Speech API, a simulated
+    /// res_speech_aeap client) on a resident server started here, beside the EAGI path:
+    /// latency after end of speech and server CPU, as ratios to the in-process call.
+    #[arg(long)]
+    pub aeap: bool,
     /// Add the default-mode section: calls in a row with the default `--server=auto` on a box
     /// with no resident server yet (the first starts it), beside the same calls with
     /// `--server=none` (in-process), the caller speaking at once.
@@ -113,6 +118,10 @@ impl BenchServer {
     }
 
     fn start_pool(model: &Path, dir: &Path, max_calls: usize, pooling: Pooling) -> Result<BenchServer, String> {
+        Self::start_with(model, dir, max_calls, pooling, &[])
+    }
+
+    fn start_with(model: &Path, dir: &Path, max_calls: usize, pooling: Pooling, extra: &[&str]) -> Result<BenchServer, String> {
         let exe = exe()?;
         let sock = dir.join(format!("asr-{}.sock", pooling.name()));
         let child = std::process::Command::new(exe)
@@ -121,6 +130,7 @@ impl BenchServer {
             .arg(format!("--listen=unix:{}", sock.display()))
             .arg(format!("--max-calls={max_calls}"))
             .args((pooling == Pooling::Cold).then_some("--cold"))
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join(format!("serve-{}.log", pooling.name()))).map_err(|e| e.to_string())?)
             .spawn()
@@ -157,6 +167,58 @@ impl BenchServer {
         let audio = self.stats().ok().and_then(|s| s["audio_s"].as_f64()).unwrap_or(f64::NAN);
         (cpu, audio)
     }
+}
+
+/// One WAV through the AEAP path: a speech object on `srv` (slin or slin16 by the WAV's rate,
+/// `end_silence` as the EAGI call's), one SpeechBackground at `--speed` on the same line as the
+/// EAGI call's (`--lead-silence`, then the WAV; no-input held off past the lead). Latency: from the
+/// audio at the manifest's end of speech being sent to the results pushed; CPU: the server's,
+/// per second of audio it was sent.
+fn aeap_row(args: &BenchArgs, srv: &BenchServer, wav: &Path, entry: &Value, in_process_text: &str) -> Result<Value, String> {
+    use crate::serve::aeap::codec::Codec;
+    use crate::sim::aeap::AeapClient;
+    let (speech, rate) = read_mono16(wav).map_err(|e| format!("{}: {e}", wav.display()))?;
+    let lead = dur(&args.lead_silence);
+    let mut samples = vec![0i16; (lead.as_secs_f64() * f64::from(rate)) as usize];
+    samples.extend_from_slice(&speech);
+    let no_input = format!("{}ms", (lead + Duration::from_secs(5)).as_millis());
+    let codec = if rate == 16000 { Codec::Slin16 } else { Codec::Slin };
+    let port = srv.stats()?["listen"].as_array().into_iter().flatten().filter_map(|l| l.as_str()?.strip_prefix("ws://")?.parse::<std::net::SocketAddr>().ok()).next().ok_or("the AEAP server has no TCP listener")?;
+    let (cpu0, audio0) = srv.work();
+    let mut c = AeapClient::connect(port, "/aeap", codec, &[("end_silence", args.end_silence.as_str()), ("no_input_timeout", no_input.as_str())]).map_err(|e| format!("AEAP setup: {e}"))?;
+    let b = c.background(&samples, args.speed, Duration::from_secs(120)).map_err(|e| format!("AEAP: {e}"))?;
+    c.close();
+    std::thread::sleep(Duration::from_millis(100));
+    let (cpu1, audio1) = srv.work();
+    let text = b.dialplan("0").map(|r| r.text.clone()).unwrap_or_default();
+    let speech_end_s = lead.as_secs_f64() + entry["speech_end_s"].as_f64().unwrap_or(f64::NAN);
+    let waited_ms = (b.done_at - b.started).as_secs_f64() * 1000.0;
+    Ok(json!({
+        "text": text,
+        "score": b.dialplan("0").map(|r| r.score),
+        "same_as_in_process": text == in_process_text,
+        "latency_ms": (waited_ms - speech_end_s * 1000.0 / args.speed) * args.speed,
+        "server_cpu_per_audio_s": (cpu1 - cpu0) / (audio1 - audio0),
+    }))
+}
+
+/// The AEAP path beside the in-process EAGI path, as ratios (AEAP / in-process).
+fn aeap_summary(rows: &[Value]) -> Value {
+    let with: Vec<&Value> = rows.iter().filter(|r| !r["aeap"].is_null()).collect();
+    if with.is_empty() {
+        return Value::Null;
+    }
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let lat_in = mean(with.iter().filter_map(|r| r["latency_ms"].as_f64()).collect());
+    let lat_ae = mean(with.iter().filter_map(|r| r["aeap"]["latency_ms"].as_f64()).collect());
+    let cpu_in = mean(with.iter().filter_map(|r| r["cpu_per_audio_s"].as_f64()).collect());
+    let cpu_ae = mean(with.iter().filter_map(|r| r["aeap"]["server_cpu_per_audio_s"].as_f64()).filter(|c| c.is_finite()).collect());
+    json!({
+        "files": with.len(),
+        "same_text_as_in_process": with.iter().filter(|r| r["aeap"]["same_as_in_process"] == true).count(),
+        "latency_mean_ms": {"in_process": lat_in, "aeap": lat_ae, "ratio": lat_ae.zip(lat_in).map(|(a, b)| a / b)},
+        "cpu_per_audio_s": {"in_process": cpu_in, "aeap_server": cpu_ae, "ratio": cpu_ae.zip(cpu_in).map(|(a, b)| a / b)},
+    })
 }
 
 /// Whether a bench server keeps warm recognizers or builds one per call (`--cold`).
@@ -410,6 +472,14 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
     } else {
         None
     };
+    let aeap = if args.aeap && !args.timing_only {
+        eprintln!("starting asr_bridge serve for the AEAP path (a loopback TCP listener)...");
+        let dir = work.path().join("aeap");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        Some(BenchServer::start_with(&args.model, &dir, 2, Pooling::Warm, &["--listen=tcp:127.0.0.1:0", "--allow-anonymous", "--allow=127.0.0.1/32"])?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     let total = entries.len() * (1 + args.peer.is_some() as usize + args.served as usize);
     let mut step = 0;
@@ -464,6 +534,9 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
                 "cpu_s": sv.res.child_cpu_s,
                 "peak_rss_kb": sv.res.child_maxrss_kb,
             });
+        }
+        if let Some(srv) = &aeap {
+            row["aeap"] = aeap_row(args, srv, &wav, e, row["text"].as_str().unwrap_or(""))?;
         }
         if let Some(peer) = &args.peer {
             progress(step, total, &format!("{name} (peer)"));
@@ -555,6 +628,7 @@ fn run(args: &BenchArgs) -> Result<bool, String> {
         "served_largest_n_without_drops_within_bound": held_served,
         "served_cold_largest_n_without_drops_within_bound": held_cold,
         "served": served_summary(&rows, &levels, &served_levels, server.as_ref().map(|s| s.baseline_rss_kb)),
+        "aeap": aeap_summary(&rows),
         "peer_latency_mean_ms": if peer_lat.is_empty() { Value::Null } else { json!(mean(&peer_lat)) },
         "latency_ratio_to_peer": if peer_lat.is_empty() { Value::Null } else { json!(mean(&lat) / mean(&peer_lat)) },
         "bounds_broken": broken,
@@ -783,6 +857,20 @@ fn print_table(r: &Value) {
         if !row["peer"].is_null() {
             let p = &row["peer"];
             println!("{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}", "  peer (python vosk)", f(&p["latency_ms"], 0), f(&p["first_read_ms"], 0), "-", "-", "-", "-", "-", p["peak_rss_kb"].as_f64().map(|k| format!("{:.0}", k / 1024.0)).unwrap_or_default());
+        }
+    }
+    for row in r["files"].as_array().into_iter().flatten() {
+        let a = &row["aeap"];
+        if !a.is_null() {
+            println!(
+                "{:<26} aeap: latency {} ms (in-process {}), server CPU {} s per audio s (in-process {}), same text {}",
+                row["wav"].as_str().unwrap_or(""),
+                f(&a["latency_ms"], 0),
+                f(&row["latency_ms"], 0),
+                f(&a["server_cpu_per_audio_s"], 3),
+                f(&row["cpu_per_audio_s"], 3),
+                if a["same_as_in_process"] == true { "yes" } else { "no" },
+            );
         }
     }
     for row in r["files"].as_array().into_iter().flatten() {

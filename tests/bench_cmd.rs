@@ -63,6 +63,29 @@ fn report_and_bounds() {
     assert!(!r["summary"]["bounds_broken"].as_array().unwrap().is_empty());
 }
 
+/// `--aeap` (issue 16): the WAV also goes through the AEAP path (a simulated res_speech_aeap
+/// on a resident server), reported beside the EAGI path with sane figures.
+#[test]
+fn aeap_section_beside_the_eagi_path() {
+    let d = tempfile::tempdir().unwrap();
+    let (ok, text, r) = bench(d.path(), &["--aeap"]);
+    assert!(ok, "{text}");
+    let a = &r["files"][0]["aeap"];
+    assert_eq!(a["same_as_in_process"], true, "a fresh server's first utterance: {r:#}");
+    let score = a["score"].as_i64().unwrap();
+    assert!((1..=1000).contains(&score), "{a}");
+    let lat = a["latency_ms"].as_f64().unwrap();
+    assert!(lat > 0.0 && lat < 10_000.0, "latency after end of speech: {a}");
+    let cpu = a["server_cpu_per_audio_s"].as_f64().unwrap();
+    assert!(cpu > 0.01 && cpu < 5.0, "server CPU per audio second: {a}");
+    let s = &r["summary"]["aeap"];
+    assert_eq!(s["same_text_as_in_process"], 1, "{s}");
+    for k in ["latency_mean_ms", "cpu_per_audio_s"] {
+        assert!(s[k]["ratio"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0), "{s}");
+    }
+    assert!(text.contains(" aeap: latency "), "{text}");
+}
+
 /// `--timing-only --timing-quick`: the caller-facing timing section runs (one in-process call
 /// per scenario, at real time) and yields every scenario's rows with numbers, targets and a
 /// pass column, in report.json, the terminal tables and the HTML.

@@ -2,6 +2,7 @@
 //! resampler for models that need a higher rate, and WAV helpers.
 
 pub mod format;
+pub mod g711;
 pub mod reader;
 pub mod resample;
 pub mod synth;

@@ -4,6 +4,10 @@
 //! `--allow-anonymous`; `--allow=CIDR` limits the addresses it answers at all. The rule covers
 //! every path: calls, `/stats`, `/health`, `/metrics`.
 //!
+//! A client that can only send HTTP Basic credentials (Asterisk's AEAP client sends
+//! `Authorization: Basic` from a URL's user info, `ws://asr:TOKEN@host:2700/aeap`, and no other
+//! header) presents the token as the password; the user name is not checked.
+//!
 //! The token never appears on a command line (`ps` shows those to every user): it comes from
 //! `ASR_BRIDGE_TOKEN` in the environment (the unit's `EnvironmentFile`) or `--token-file`.
 
@@ -131,10 +135,52 @@ impl Denied {
     pub fn reason(&self) -> &'static str {
         match self {
             Denied::Address => "address not allowed (--allow)",
-            Denied::Token { presented: false } => "a token is required (Authorization: Bearer)",
+            Denied::Token { presented: false } => "a token is required (Authorization: Bearer, or Basic with the token as the password)",
             Denied::Token { presented: true } => "wrong token",
         }
     }
+}
+
+/// The token an `Authorization` value presents: `Bearer TOKEN`, or `Basic` with the token as
+/// the password (`base64(user:TOKEN)`). None for any other scheme or a malformed value.
+fn presented_token(authorization: &str) -> Option<String> {
+    let a = authorization.trim();
+    if let Some(t) = a.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    let decoded = base64(a.strip_prefix("Basic ")?.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_string())
+}
+
+/// Standard base64 (RFC 4648, padding optional); None on any other character.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let digits = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The rule every request on this server passes.
@@ -165,8 +211,8 @@ impl Access {
             return Err(Denied::Address);
         }
         let Some(token) = &self.token else { return Ok(()) };
-        let presented = authorization.and_then(|a| a.trim().strip_prefix("Bearer ")).map(str::trim);
-        match presented {
+        let presented = authorization.and_then(presented_token);
+        match presented.as_deref() {
             Some(p) if token.matches(p) => Ok(()),
             p => Err(Denied::Token { presented: p.is_some() }),
         }
@@ -203,6 +249,36 @@ mod tests {
         assert_eq!(a.check(ip, Some(&format!("Bearer {T}0"))), Err(Denied::Token { presented: true }));
         assert_eq!(a.check(ip, Some(T)), Err(Denied::Token { presented: false }), "the scheme is required");
         assert_eq!(a.check(Peer::Unix, None), Ok(()), "a Unix socket is guarded by its permissions");
+        // Asterisk's AEAP client: ws://asr:TOKEN@host/aeap sends Basic base64("asr:TOKEN").
+        let basic = |userinfo: &str| format!("Basic {}", encode(userinfo.as_bytes()));
+        assert_eq!(a.check(ip, Some(&basic(&format!("asr:{T}")))), Ok(()));
+        assert_eq!(a.check(ip, Some(&basic(&format!("{T}:x")))), Err(Denied::Token { presented: true }), "the token is the password");
+        assert_eq!(a.check(ip, Some("Basic !!!")), Err(Denied::Token { presented: false }));
+    }
+
+    /// base64 for the tests (the server only decodes).
+    fn encode(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        while !out.len().is_multiple_of(4) {
+            out.push('=');
+        }
+        out
+    }
+
+    #[test]
+    fn base64_as_rfc_4648() {
+        assert_eq!(base64("QWxhZGRpbjpvcGVuIHNlc2FtZQ==").unwrap(), b"Aladdin:open sesame");
+        assert_eq!(base64("YQ").unwrap(), b"a");
+        assert_eq!(base64(&encode(b"ab")).unwrap(), b"ab");
+        assert!(base64("a").is_none());
+        assert!(base64("a*==").is_none());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Head {
     pub upgrade: bool,
     /// The `Authorization` header's value.
     pub authorization: Option<String>,
+    /// The subprotocols asked for (`Sec-WebSocket-Protocol`, comma-separated, in order).
+    pub protocols: Vec<String>,
 }
 
 /// Why no request head was taken.
@@ -94,6 +96,7 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
                 path: path.split('?').next().unwrap_or("/").to_string(),
                 upgrade: header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
                 authorization: header("authorization").map(str::to_string),
+                protocols: header("sec-websocket-protocol").map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()).unwrap_or_default(),
             }))
         }
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
@@ -183,7 +186,9 @@ mod tests {
     fn heads_are_parsed_once_complete() {
         assert_eq!(parse(b"GET /stats HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
         let h = parse(b"GET /health?x=1 HTTP/1.1\r\nUpgrade: WebSocket\r\nauthorization: Bearer abc\r\n\r\n").unwrap().unwrap();
-        assert_eq!(h, Head { method: "GET".into(), path: "/health".into(), upgrade: true, authorization: Some("Bearer abc".into()) });
+        assert_eq!(h, Head { method: "GET".into(), path: "/health".into(), upgrade: true, authorization: Some("Bearer abc".into()), protocols: vec![] });
+        let h = parse(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: chat, speech_to_text\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.protocols, ["chat", "speech_to_text"]);
         assert!(matches!(parse(b"\x16\x03\x01 tls hello\r\n\r\n"), Err(HeadError::Malformed(_))));
     }
 }

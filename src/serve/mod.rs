@@ -19,6 +19,7 @@
 //! Plain HTTP: `/health` (200, or 503 while draining) and `/metrics` (Prometheus text).
 
 pub mod access;
+pub mod aeap;
 pub mod call;
 pub mod http;
 pub mod invariants;
@@ -556,6 +557,10 @@ fn connection(sh: &Arc<Shared>, mut conn: Conn, peer: Peer, counted: bool) {
         ("/stats", false) => http::respond(&mut conn, 200, &[("Content-Type", "application/json")], &format!("{}\n", snapshot(sh))),
         ("/stats", true) => send_stats(sh, conn, read, until),
         (_, false) => http::respond(&mut conn, 426, &[("Upgrade", "websocket")], "a call is a WebSocket (vosk-server's protocol)\n"),
+        (path, true) if path == aeap::PATH || head.protocols.iter().any(|p| p == aeap::PROTOCOL) => {
+            let protocol = head.protocols.iter().any(|p| p == aeap::PROTOCOL).then_some(aeap::PROTOCOL);
+            speech_object(sh, conn, read, peer, until, handshaking, protocol)
+        }
         (_, true) => call(sh, conn, read, peer, until, handshaking),
     }
 }
@@ -591,9 +596,14 @@ fn snapshot(sh: &Shared) -> serde_json::Value {
 /// The WebSocket handshake on the head already read, by `until`; `idle` is said in a header
 /// for calls (so the bridge can ping in time).
 #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
-fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>) -> Option<WebSocket<Replayed>> {
+/// `protocol`: the subprotocol answered (the client asked for it); no extension is ever
+/// answered (tungstenite negotiates none), which Asterisk's client requires.
+fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>, protocol: Option<&'static str>) -> Option<WebSocket<Replayed>> {
     let _ = conn.set_timeouts(Some(until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
     let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(p) = protocol {
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+        }
         if let Some(v) = idle.and_then(|i| HeaderValue::from_str(&i.as_millis().to_string()).ok()) {
             resp.headers_mut().insert(crate::asr::remote::IDLE_HEADER, v);
             resp.headers_mut().insert(crate::asr::remote::PAUSE_HEADER, HeaderValue::from_static("1"));
@@ -607,7 +617,7 @@ fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>) 
 }
 
 fn send_stats(sh: &Shared, conn: Conn, read: Vec<u8>, until: Instant) {
-    let Some(mut ws) = handshake(conn, read, until, None) else { return };
+    let Some(mut ws) = handshake(conn, read, until, None, None) else { return };
     let _ = ws.send(Message::text(snapshot(sh).to_string()));
     let _ = ws.close(None);
     let _ = ws.flush();
@@ -615,25 +625,9 @@ fn send_stats(sh: &Shared, conn: Conn, read: Vec<u8>, until: Instant) {
 
 /// A call: admission (a slot, the client's share), the handshake, then vosk-server's loop.
 fn call(sh: &Arc<Shared>, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Instant, handshaking: Handshaking) {
-    if sh.stats.draining.load(Ordering::SeqCst) {
-        // Not "busy": this server is going away, the client should go elsewhere.
-        return http::respond(&mut conn, 503, &[], "shutting down\n");
-    }
-    let client = match peer {
-        Peer::Tcp(ip) => Some(ip),
-        Peer::Unix => None,
-    };
-    if let Err(r) = sh.stats.admit(client) {
-        let why = match r {
-            Refusal::Full => format!("at capacity: {} calls active", sh.stats.max_calls),
-            Refusal::ClientShare => format!("{peer} holds its share of the calls (--max-calls-per-client)"),
-        };
-        log_line!("refused a call from {peer}: {why}");
-        return http::respond(&mut conn, 503, &[(BUSY_HEADER, "1")], &format!("{why}\n"));
-    }
-    // The slot is given back however the call ends.
-    let mut slot = Some(SlotGuard(&sh.stats, client));
-    let Some(mut ws) = handshake(conn, read, until, Some(sh.idle)) else { return };
+    let Some(slot) = admit(sh, &mut conn, peer) else { return };
+    let mut slot = Some(slot);
+    let Some(mut ws) = handshake(conn, read, until, Some(sh.idle), None) else { return };
     drop(handshaking);
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
     let _ = ws.get_ref().conn.set_timeouts(Some(sh.idle));
@@ -660,6 +654,56 @@ fn call(sh: &Arc<Shared>, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Inst
                 let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
                 let _ = ws.flush();
             }
+        }
+    }
+}
+
+/// A slot for a call or a speech object (the same `--max-calls` and share per client), or the
+/// refusal already sent: 503 while draining, 503 marked busy at capacity. The slot is given
+/// back however the connection ends (the guard's drop).
+fn admit<'a>(sh: &'a Shared, conn: &mut Conn, peer: Peer) -> Option<SlotGuard<'a>> {
+    if sh.stats.draining.load(Ordering::SeqCst) {
+        // Not "busy": this server is going away, the client should go elsewhere.
+        http::respond(conn, 503, &[], "shutting down\n");
+        return None;
+    }
+    let client = match peer {
+        Peer::Tcp(ip) => Some(ip),
+        Peer::Unix => None,
+    };
+    if let Err(r) = sh.stats.admit(client) {
+        let why = match r {
+            Refusal::Full => format!("at capacity: {} calls active", sh.stats.max_calls),
+            Refusal::ClientShare => format!("{peer} holds its share of the calls (--max-calls-per-client)"),
+        };
+        log_line!("refused a call from {peer}: {why}");
+        http::respond(conn, 503, &[(BUSY_HEADER, "1")], &format!("{why}\n"));
+        return None;
+    }
+    Some(SlotGuard(&sh.stats, client))
+}
+
+/// An AEAP speech object (Asterisk's `SpeechCreate`, [`aeap`]): a slot for its whole life,
+/// the handshake answering `protocol`, then the engine's loop.
+fn speech_object(sh: &Arc<Shared>, mut conn: Conn, read: Vec<u8>, peer: Peer, until: Instant, handshaking: Handshaking, protocol: Option<&'static str>) {
+    let Some(slot) = admit(sh, &mut conn, peer) else { return };
+    let Some(mut ws) = handshake(conn, read, until, None, protocol) else { return };
+    drop(handshaking);
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    let _ = ws.get_ref().conn.set_timeouts(Some(sh.idle));
+    let end = aeap::serve(sh, &mut ws, id);
+    drop(slot);
+    match end {
+        Ok(()) => {
+            sh.stats.completed.fetch_add(1, Ordering::Relaxed);
+            let _ = ws.close(None);
+            let _ = ws.flush();
+        }
+        Err(why) => {
+            sh.stats.aborted.fetch_add(1, Ordering::Relaxed);
+            log_line!("speech object {id} from {peer} ended: {why}");
+            let _ = ws.close(Some(CloseFrame { code: CloseCode::Error, reason: why.chars().take(100).collect::<String>().into() }));
+            let _ = ws.flush();
         }
     }
 }

@@ -6,6 +6,7 @@
 //! arguments with `parse_args`, answers 510/511/520, and hangs up with SIGHUP while keeping
 //! stdin and fd 3 open, as `res_agi.c` does. Runs in the `asr_bridge simulate` process.
 
+pub mod aeap;
 pub mod cli;
 pub mod host;
 pub mod transcribe;
