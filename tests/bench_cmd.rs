@@ -74,14 +74,17 @@ fn aeap_section_beside_the_eagi_path() {
     assert_eq!(a["same_as_in_process"], true, "a fresh server's first utterance: {r:#}");
     let score = a["score"].as_i64().unwrap();
     assert!((1..=1000).contains(&score), "{a}");
+    // The first utterance on a fresh server decodes on a cold recognizer, slower than real time
+    // here (0.8-12 s after the end of speech, by the load on the box): bounded against the
+    // in-process EAGI call of the same run (which loads a model per call), not in seconds.
     let lat = a["latency_ms"].as_f64().unwrap();
-    assert!(lat > 0.0 && lat < 10_000.0, "latency after end of speech: {a}");
+    assert!(lat > 0.0 && lat.is_finite(), "latency after end of speech: {a}");
     let cpu = a["server_cpu_per_audio_s"].as_f64().unwrap();
     assert!(cpu > 0.01 && cpu < 5.0, "server CPU per audio second: {a}");
     let s = &r["summary"]["aeap"];
     assert_eq!(s["same_text_as_in_process"], 1, "{s}");
     for k in ["latency_mean_ms", "cpu_per_audio_s"] {
-        assert!(s[k]["ratio"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0), "{s}");
+        assert!(s[k]["ratio"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0 && x < 5.0), "{k}: AEAP against in-process: {s}");
     }
     assert!(text.contains(" aeap: latency "), "{text}");
 }
