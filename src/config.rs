@@ -9,6 +9,8 @@ use clap::Parser;
 
 use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
+use crate::asr::model::ModelChoice;
+use crate::asr::recognizer::ServerConfig;
 use crate::asr::remote::{ServerAddr, Token};
 use crate::menu::{parse_choice, Choice};
 
@@ -167,26 +169,6 @@ pub struct CallArgs {
     pub server_timeout: String,
 }
 
-/// The served mode's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    /// Where the servers listen, in the order a call tries them; empty (`--server=auto`): the
-    /// resident server of the call's model, found or started on demand
-    /// ([`crate::asr::resident`]).
-    pub servers: Vec<ServerAddr>,
-    pub timeout: Duration,
-    pub fallback: bool,
-    /// Sent in every handshake when set.
-    pub token: Option<Token>,
-}
-
-impl ServerConfig {
-    /// `--server=auto`: the resident server of the call's model.
-    pub fn resident(&self) -> bool {
-        self.servers.is_empty()
-    }
-}
-
 /// The environment variable holding the client's token.
 pub const TOKEN_ENV: &str = "ASR_BRIDGE_TOKEN";
 /// The environment variable naming a file with the client's token (`--server-token-file`).
@@ -269,52 +251,6 @@ pub struct Config {
     pub reply_timeout: Duration,
     pub menu: MenuConfig,
     pub server: Option<ServerConfig>,
-}
-
-/// Where the call's model comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelChoice {
-    /// `--model`, `ASR_BRIDGE_MODEL`, or the built-in default.
-    Fixed(PathBuf),
-    /// `--models-root`: a subdirectory per language.
-    ByLanguage(PathBuf),
-}
-
-impl ModelChoice {
-    /// The model directory for a call in `language` (`agi_language`). Under a models root the
-    /// rule is: the language as given (`en_US`), then its base (`en`), then `default`.
-    pub fn resolve(&self, language: Option<&str>) -> Result<PathBuf, String> {
-        let root = match self {
-            ModelChoice::Fixed(p) => return Ok(p.clone()),
-            ModelChoice::ByLanguage(r) => r,
-        };
-        let lang = language.unwrap_or("").trim();
-        let base = lang.split(['_', '-']).next().unwrap_or("");
-        let mut tried = Vec::new();
-        for cand in [lang, &lang.to_ascii_lowercase(), base, "default"] {
-            if cand.is_empty() || cand.contains(['/', '.']) || tried.contains(&cand.to_string()) {
-                continue;
-            }
-            tried.push(cand.to_string());
-            let p = root.join(cand);
-            if p.is_dir() {
-                return Ok(p);
-            }
-        }
-        let mut have: Vec<String> = std::fs::read_dir(root)
-            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        have.sort();
-        Err(format!(
-            "no model for language {lang:?} under {} (tried {}; found: {}): add {}/{} or {}/default",
-            root.display(),
-            tried.join(", "),
-            if have.is_empty() { "none".to_string() } else { have.join(", ") },
-            root.display(),
-            if base.is_empty() { "LANG" } else { base },
-            root.display()
-        ))
-    }
 }
 
 /// Prompts, barge-in, DTMF, grammar, choices and retries.
@@ -570,6 +506,7 @@ mod tests {
         assert_eq!(m.resolve(Some("en_US")).unwrap(), d.path().join("en"));
         assert_eq!(m.resolve(Some("ko")).unwrap(), d.path().join("ko"));
         let e = m.resolve(Some("de")).unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("\"de\"") && e.contains("found: en, ko"), "{e}");
         std::fs::create_dir_all(d.path().join("default")).unwrap();
         assert_eq!(m.resolve(Some("de")).unwrap(), d.path().join("default"));

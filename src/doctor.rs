@@ -10,7 +10,9 @@ use clap::Parser;
 
 use crate::asr::model::inspect;
 use crate::asr::remote::{fetch_stats, ServerAddr};
-use crate::config::{CallArgs, ModelChoice, ServerConfig};
+use crate::asr::model::ModelChoice;
+use crate::asr::recognizer::ServerConfig;
+use crate::config::CallArgs;
 use crate::profile::{config_path, ConfigFile};
 
 /// Checks an installation.

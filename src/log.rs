@@ -31,7 +31,7 @@ pub fn redirect_stderr(path: Option<&Path>) -> std::io::Result<()> {
 }
 
 /// Appends one JSON line to `path`.
-pub fn append_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+pub fn append_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
     line.push('\n');
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;

@@ -21,12 +21,14 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
-use super::recognizer::{Backend, Event};
+use super::recognizer::{Event, Plan};
+use super::Backend;
 use super::remote::{pool_error, Pool, RemoteEngine, ServerAddr};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
-use crate::config::ServerConfig;
+use super::recognizer::ServerConfig;
+use super::model::NoModel;
 
 /// How often an idle decoder wakes to keep a served connection alive.
 const IDLE_TICK: Duration = Duration::from_millis(200);
@@ -87,7 +89,7 @@ impl Decoder for RemoteEngine {
 /// What the decoder stage needs.
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
-    pub backend: Backend,
+    pub backend: Plan,
     pub rate: u32,
     pub record: Option<PathBuf>,
     /// Grammar phrases (normalized) and n-best size.
@@ -123,16 +125,16 @@ impl Source {
     /// The source for `cfg`: the model loaded in-process, or the servers (not yet contacted).
     fn open(cfg: &DecoderConfig, events: &Sender<Event>) -> Result<Source, AsrError> {
         match &cfg.backend {
-            Backend::Local(info) => local_source(info, &cfg.engine, events),
+            Plan::Local(info) => local_source(info, &cfg.engine, events),
             // The grammar goes to the server as normalized phrases; the server checks them
             // against its model's vocabulary exactly as the in-process path does.
-            Backend::Server { server, fallback } => {
+            Plan::Server { server, fallback } => {
                 let addrs = if server.resident() {
                     match resident(fallback) {
                         Ok(a) => vec![a],
                         Err(why) => {
                             crate::log_line!("resident server: {why}; recognizing in-process");
-                            let dir = fallback.clone().map_err(AsrError::ModelMissing)?;
+                            let dir = fallback.clone().map_err(|e| AsrError::ModelMissing(e.to_string()))?;
                             return local_source(&super::model::inspect(&dir)?, &cfg.engine, events);
                         }
                     }
@@ -179,15 +181,15 @@ impl Source {
             _ => return Err(e),
         };
         let dir = match &cfg.backend {
-            Backend::Server { fallback: Ok(dir), .. } => dir.clone(),
-            Backend::Server { fallback: Err(why), .. } => {
+            Plan::Server { fallback: Ok(dir), .. } => dir.clone(),
+            Plan::Server { fallback: Err(why), .. } => {
                 let reason = format!("{}; no fallback model: {why}", reason_of(&e));
                 return Err(match e {
                     AsrError::ServerUnreachable { .. } => AsrError::ServerUnreachable { addr, reason },
                     _ => AsrError::ServerLost { addr, reason },
                 });
             }
-            Backend::Local(_) => return Err(e),
+            Plan::Local(_) => return Err(e),
         };
         let info = super::model::inspect(&dir)?;
         *self = local_source(&info, &cfg.engine, events)?;
@@ -197,23 +199,27 @@ impl Source {
     /// A decoder for the next attempt, and which backend it is; servers that cannot be
     /// reached (at the call's start, or restarted between attempts) are replaced by the
     /// in-process model with `--server-fallback`.
-    fn decoder_or_fallback(&mut self, cfg: &DecoderConfig, events: &Sender<Event>) -> Result<(Box<dyn Decoder>, &'static str), AsrError> {
+    fn decoder_or_fallback(&mut self, cfg: &DecoderConfig, events: &Sender<Event>) -> Result<(Box<dyn Decoder>, Backend), AsrError> {
         match self.decoder(cfg.rate, events) {
-            // A busy server is never fallen back from when the dialplan chose it (a model per
-            // call exactly when the box is busiest); the resident one is ours, and a call
-            // without it would have recognized in-process anyway.
-            Err(e @ AsrError::ServerBusy { .. }) if self.resident() => {
-                crate::log_line!("{e}; recognizing in-process");
+            Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { Backend::Server } else { Backend::InProcess })),
+            Err(e) if self.falls_back_from(&e) => {
+                crate::log_line!("{e}; falling back to the in-process model (recognizing in-process)");
                 self.fall_back(cfg, events, e)?;
-                Ok((self.decoder(cfg.rate, events)?, "fallback"))
-            }
-            Err(e @ AsrError::ServerUnreachable { .. }) if self.fallback_armed() => {
-                crate::log_line!("{e}; falling back to the in-process model");
-                self.fall_back(cfg, events, e)?;
-                Ok((self.decoder(cfg.rate, events)?, "fallback"))
+                Ok((self.decoder(cfg.rate, events)?, Backend::Fallback))
             }
             Err(e) => Err(e),
-            Ok(d) => Ok((d, if matches!(self, Source::Remote { .. }) { "server" } else { "in-process" })),
+        }
+    }
+
+    /// Whether this error at the start of an attempt hands the call to the in-process model. A
+    /// busy server is never fallen back from when the dialplan chose it (a model per call
+    /// exactly when the box is busiest); the resident one is ours, and a call without it would
+    /// have recognized in-process anyway. An unreachable one is, with `--server-fallback`.
+    fn falls_back_from(&self, e: &AsrError) -> bool {
+        match e {
+            AsrError::ServerBusy { .. } => self.resident(),
+            AsrError::ServerUnreachable { .. } => self.fallback_armed(),
+            _ => false,
         }
     }
 }
@@ -242,8 +248,8 @@ fn connect(pool: &mut Pool, server: &ServerConfig, opts: &EngineOptions, order: 
 }
 
 /// The resident server of the call's model (`--server=auto`), started here if none answers.
-fn resident(model: &Result<std::path::PathBuf, String>) -> Result<ServerAddr, String> {
-    let dir = model.as_ref().map_err(String::clone)?;
+fn resident(model: &Result<std::path::PathBuf, NoModel>) -> Result<ServerAddr, String> {
+    let dir = model.as_ref().map_err(NoModel::to_string)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     super::resident::find_or_start(dir, &exe, super::resident::START_TIMEOUT)
 }

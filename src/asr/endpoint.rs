@@ -37,7 +37,7 @@ impl Default for Timers {
 }
 
 /// Why listening ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// Speech, then `end_silence` of silence.

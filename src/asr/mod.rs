@@ -17,6 +17,45 @@ pub mod vosk_raw;
 pub use engine::{Engine, Transcript};
 pub use model::ModelInfo;
 
+use serde::{Deserialize, Serialize};
+
+/// Where the call's audio was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Backend {
+    /// Nothing was loaded or connected (the call ended first).
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// A model loaded in this process.
+    #[serde(rename = "in-process")]
+    InProcess,
+    /// A recognition server (`--server`, or the resident one).
+    #[serde(rename = "server")]
+    Server,
+    /// In-process after the server could not be reached, or was lost mid-call.
+    #[serde(rename = "fallback")]
+    Fallback,
+}
+
+impl Backend {
+    /// The name in the JSON line and the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::None => "",
+            Backend::InProcess => "in-process",
+            Backend::Server => "server",
+            Backend::Fallback => "fallback",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+
 /// Errors at the recognizer boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
@@ -67,16 +106,3 @@ pub enum AsrError {
     Audio(#[from] crate::audio::AudioError),
 }
 
-impl AsrError {
-    /// `ASR_CAUSE` for this error: the MRCP recognizer-error `006`, or one of the bridge's own
-    /// codes the dialplan can branch on (e.g. to DTMF): `100` server busy, `101` server
-    /// unreachable, `102` server lost mid-call or past its reply deadline.
-    pub fn cause(&self) -> &'static str {
-        match self {
-            AsrError::ServerBusy { .. } => "100",
-            AsrError::ServerUnreachable { .. } => "101",
-            AsrError::ServerLost { .. } => "102",
-            _ => "006",
-        }
-    }
-}

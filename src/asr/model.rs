@@ -135,6 +135,63 @@ pub fn parse_feature_conf(text: &str) -> (u32, bool) {
     (rate, up)
 }
 
+/// Where the call's model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// `--model`, `ASR_BRIDGE_MODEL`, or the built-in default.
+    Fixed(PathBuf),
+    /// `--models-root`: a subdirectory per language.
+    ByLanguage(PathBuf),
+}
+
+impl ModelChoice {
+    /// The model directory for a call in `language` (`agi_language`). Under a models root the
+    /// rule is: the language as given (`en_US`), then its base (`en`), then `default`.
+    pub fn resolve(&self, language: Option<&str>) -> Result<PathBuf, NoModel> {
+        let root = match self {
+            ModelChoice::Fixed(p) => return Ok(p.clone()),
+            ModelChoice::ByLanguage(r) => r,
+        };
+        let lang = language.unwrap_or("").trim();
+        let base = lang.split(['_', '-']).next().unwrap_or("");
+        let mut tried: Vec<String> = Vec::new();
+        for cand in [lang, &lang.to_ascii_lowercase(), base, "default"] {
+            if cand.is_empty() || cand.contains(['/', '.']) || tried.iter().any(|t| t == cand) {
+                continue;
+            }
+            tried.push(cand.to_string());
+            let p = root.join(cand);
+            if p.is_dir() {
+                return Ok(p);
+            }
+        }
+        let mut found: Vec<String> = std::fs::read_dir(root)
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        found.sort();
+        Err(NoModel { language: lang.to_string(), base: base.to_string(), root: root.clone(), tried, found })
+    }
+}
+
+/// No model directory under `--models-root` for the call's language.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no model for language {language:?} under {} (tried {}; found: {}): add {}/{} or {}/default",
+    root.display(),
+    tried.join(", "),
+    if found.is_empty() { "none".to_string() } else { found.join(", ") },
+    root.display(),
+    if base.is_empty() { "LANG" } else { base },
+    root.display()
+)]
+pub struct NoModel {
+    pub language: String,
+    pub base: String,
+    pub root: PathBuf,
+    pub tried: Vec<String>,
+    pub found: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

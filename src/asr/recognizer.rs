@@ -27,22 +27,42 @@ use super::engine::EngineOptions;
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::reader::RING_CAPACITY;
 use crate::audio::AudioReader;
-use crate::config::ServerConfig;
+use super::remote::{ServerAddr, Token};
+
+/// The served mode's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Where the servers listen, in the order a call tries them; empty (`--server=auto`): the
+    /// resident server of the call's model, found or started on demand
+    /// ([`crate::asr::resident`]).
+    pub servers: Vec<ServerAddr>,
+    pub timeout: Duration,
+    pub fallback: bool,
+    /// Sent in every handshake when set.
+    pub token: Option<Token>,
+}
+
+impl ServerConfig {
+    /// `--server=auto`: the resident server of the call's model.
+    pub fn resident(&self) -> bool {
+        self.servers.is_empty()
+    }
+}
 
 /// Where decoding happens.
 #[derive(Debug, Clone)]
-pub enum Backend {
+pub enum Plan {
     /// The model loads in this process (checked already).
     Local(ModelInfo),
     /// A resident server; `fallback` is the local model to load when it cannot be reached
     /// and `--server-fallback` is on (its resolution error otherwise).
-    Server { server: ServerConfig, fallback: Result<std::path::PathBuf, String> },
+    Server { server: ServerConfig, fallback: Result<std::path::PathBuf, super::model::NoModel> },
 }
 
 /// What the recognizer needs to start.
 #[derive(Debug, Clone)]
 pub struct RecognizerConfig {
-    pub backend: Backend,
+    pub backend: Plan,
     pub audio_rate: u32,
     pub timers: Timers,
     pub vad_mode: u8,
@@ -57,9 +77,8 @@ pub struct RecognizerConfig {
 #[derive(Debug)]
 pub enum Event {
     /// The model is loaded (or the server connected) and decoding starts. `load` is the time
-    /// it took; `backend` is "in-process", "server" or "fallback" (in-process after the server
-    /// could not be reached).
-    ModelLoaded { load: Duration, resampling: bool, cpu_s: f64, backend: &'static str, ready: Instant },
+    /// it took; `backend` says where decoding happens.
+    ModelLoaded { load: Duration, resampling: bool, cpu_s: f64, backend: super::Backend, ready: Instant },
     /// The server was lost mid-attempt and `--server-fallback` is on: the in-process model
     /// took over (loading it took `load`) and was given the attempt's audio so far.
     FellBack { load: Duration, replayed_ms: f64, reason: String },

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::verdict::{AttemptEnd, Verdict};
+use super::CallError;
+use crate::asr::AsrError;
 use crate::agi::Command;
 use crate::asr::endpoint::{EndReason, Timers};
 use crate::asr::endpointer::Endpoint;
@@ -179,12 +181,8 @@ impl<'a> Attempt<'a> {
             Input::Ended(v) => self.end_with(v, &mut out),
             Input::Tick => {
                 if now.at >= self.deadline {
-                    let why = if self.loaded {
-                        "recognizer gave no result in time (internal deadline)".to_string()
-                    } else {
-                        format!("model did not load within {:?}", self.load_timeout)
-                    };
-                    self.end_with(Verdict::error(why), &mut out);
+                    let why = if self.loaded { CallError::NoResultInTime } else { CallError::Asr(AsrError::LoadTimeout(self.load_timeout)) };
+                    self.end_with(why.verdict(), &mut out);
                 }
             }
         }
@@ -276,9 +274,7 @@ impl<'a> Attempt<'a> {
                 None => log_line!("a transcript came for no attempt; ignored"),
             },
             Event::Failed(e) => {
-                let mut v = Verdict::error(e.to_string());
-                v.cause = e.cause();
-                self.end_with(v, out);
+                self.end_with(CallError::Asr(e).verdict(), out);
             }
             Event::OutOfVocabulary(_) | Event::Server { .. } | Event::FailedOver { .. } => {}
         }
@@ -695,7 +691,7 @@ mod tests {
         let e = crate::asr::AsrError::ServerBusy { addr: "unix:/x".into(), reason: "full".into() };
         let a = s.on(Input::Event(Event::Failed(e)));
         match ended(&a) {
-            Some(AttemptEnd::Verdict(v)) => assert_eq!((v.status, v.cause), (Status::Error, "100")),
+            Some(AttemptEnd::Verdict(v)) => assert_eq!((v.status, v.cause), (Status::Error, crate::session::Cause::ServerBusy)),
             other => panic!("{other:?}"),
         }
     }

@@ -12,23 +12,28 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, select, unbounded, Receiver};
-use serde_json::json;
 
 use crate::agi::channel::{Agi, LineEvent};
 use crate::agi::{Command, Reply};
 use crate::asr::endpointer::Controls;
-use crate::asr::recognizer::{self, Backend, Control, Event, Outcome, RecognizerConfig};
+use crate::asr::recognizer::{self, Control, Plan, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
 use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
+use crate::asr::model::NoModel;
 use crate::config::{CallArgs, Config};
+use crate::asr::ModelInfo;
 use crate::asr::engine::EngineOptions;
 use crate::log::{append_json, redirect_stderr, rusage};
 use crate::log_line;
 
 pub mod attempt;
+pub mod error;
+pub mod record;
 pub mod verdict;
 
 use attempt::{Action, Attempt, Input, Now};
+pub use error::CallError;
+pub use record::{CallRecord, Cause};
 pub use verdict::{AttemptEnd, Status, Verdict};
 
 /// Longest wait for the AGI header.
@@ -46,7 +51,7 @@ struct Report {
     model_load_ms: Option<f64>,
     cpu_at_load_s: Option<f64>,
     resampling: bool,
-    backend: &'static str,
+    backend: crate::asr::Backend,
     /// Loading the in-process model after the server was lost mid-attempt.
     fallback_ms: Option<f64>,
     /// The servers that served the call, in the order they first did.
@@ -79,13 +84,10 @@ pub fn run_eagi<W: Write>(
     fd3: Result<(), audio::AudioError>,
     out: W, lines: Receiver<LineEvent>, signals: Receiver<i32>) -> i32 {
     // Options first (pure parsing): they say where stderr goes.
-    let parsed = crate::profile::expand(argv)
-        .map_err(|e| e.to_string())
-        .and_then(|argv| CallArgs::parse_from_args(argv).map_err(|e| format!("bad option: {}", first_line(&e.to_string()))));
-    let config = match &parsed {
-        Ok(a) => a.validate().map_err(|e| e.to_string()),
-        Err(e) => Err(e.clone()),
-    };
+    let config: Result<Config, CallError> = crate::profile::expand(argv)
+        .map_err(CallError::from)
+        .and_then(|argv| CallArgs::parse_from_args(argv).map_err(|e| CallError::options(&e)))
+        .and_then(|args| Ok(args.validate()?));
     let log_path = config.as_ref().ok().and_then(|c| c.log.clone());
     if let Err(e) = redirect_stderr(log_path.as_deref()) {
         log_line!("cannot open log {:?}: {e}", log_path);
@@ -121,11 +123,11 @@ pub fn run_eagi<W: Write>(
     }
     let config = match config {
         Ok(c) => c,
-        Err(e) => return call.finish(Verdict::error(e), None),
+        Err(e) => return call.finish(e.verdict(), None),
     };
     let audio = match audio {
         Ok(a) => a,
-        Err(e) => return call.finish(Verdict::error(e.to_string()), Some(&config)),
+        Err(e) => return call.finish(CallError::from(e).verdict(), Some(&config)),
     };
     if !header.enhanced() {
         log_line!("warning: agi_enhanced is {:?}, but fd 3 is a pipe; going on", header.get("agi_enhanced"));
@@ -134,17 +136,17 @@ pub fn run_eagi<W: Write>(
     // In-process, the model is checked before anything is played; served, it is needed only
     // for --server-fallback, and checked then.
     // The resident server (`--server=auto`) is the call's model's: checked the same way.
-    let checked = |d: Result<std::path::PathBuf, String>| d.and_then(|d| model::inspect(&d).map_err(|e| e.to_string()));
+    let checked = |d: Result<std::path::PathBuf, NoModel>| -> Result<ModelInfo, CallError> { Ok(model::inspect(&d?)?) };
     let backend = match &config.server {
         None => match checked(model_dir) {
-            Ok(m) => Backend::Local(m),
-            Err(e) => return call.finish(Verdict::error(e), Some(&config)),
+            Ok(m) => Plan::Local(m),
+            Err(e) => return call.finish(e.verdict(), Some(&config)),
         },
         Some(s) if s.resident() => match checked(model_dir) {
-            Ok(m) => Backend::Server { server: s.clone(), fallback: Ok(m.dir) },
-            Err(e) => return call.finish(Verdict::error(e), Some(&config)),
+            Ok(m) => Plan::Server { server: s.clone(), fallback: Ok(m.dir) },
+            Err(e) => return call.finish(e.verdict(), Some(&config)),
         },
-        Some(s) => Backend::Server { server: s.clone(), fallback: model_dir },
+        Some(s) => Plan::Server { server: s.clone(), fallback: model_dir },
     };
     if config.answer {
         match call.command(&Command::Answer, config.reply_timeout) {
@@ -170,7 +172,7 @@ pub fn run_eagi<W: Write>(
             };
             match rate_for_eagi_format(name.as_deref()) {
                 Ok(r) => r,
-                Err(e) => return call.finish(Verdict::error(e.to_string()), Some(&config)),
+                Err(e) => return call.finish(CallError::from(e).verdict(), Some(&config)),
             }
         }
     };
@@ -190,7 +192,7 @@ pub fn run_eagi<W: Write>(
     };
     let ctl_tx = match recognizer::spawn(rc, audio, ev_tx) {
         Ok(c) => c,
-        Err(e) => return call.finish(Verdict::error(format!("cannot start the recognizer threads: {e}")), Some(&config)),
+        Err(e) => return call.finish(CallError::Threads(e).verdict(), Some(&config)),
     };
     let verdict = call.menu(&config, &ev_rx, &ctl_tx);
     let _ = ctl_tx.try_send(Control::Stop);
@@ -199,10 +201,6 @@ pub fn run_eagi<W: Write>(
 
 fn unix_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 impl<W: Write> Call<W> {
@@ -219,19 +217,18 @@ impl<W: Write> Call<W> {
                 Err(Box::new(self.signal_verdict()))
             }
             Ok(r @ Reply::Success { .. }) => Ok(r),
-            Ok(r) => Err(Box::new(Verdict::error(format!("Asterisk refused `{}`: {r:?}", cmd.to_string().trim_end())))),
+            Ok(r) => Err(Box::new(CallError::Refused { command: cmd.to_string().trim_end().to_string(), reply: format!("{r:?}") }.verdict())),
             Err(e) if self.agi.hung_up() => {
                 log_line!("{e} after a signal");
                 Err(Box::new(self.signal_verdict()))
             }
-            Err(e) => Err(Box::new(Verdict::error(e.to_string()))),
+            Err(e) => Err(Box::new(CallError::from(e).verdict())),
         }
     }
 
     fn signal_verdict(&self) -> Verdict {
         match self.agi.signal() {
-            Some(libc::SIGTERM) => Verdict::error("terminated by SIGTERM"),
-            Some(libc::SIGINT) => Verdict::error("interrupted by SIGINT"),
+            Some(sig @ (libc::SIGTERM | libc::SIGINT)) => CallError::Signal(sig).verdict(),
             _ => Verdict::hangup(),
         }
     }
@@ -257,13 +254,13 @@ impl<W: Write> Call<W> {
                 self.report.cpu_at_load_s = Some(*cpu_s);
                 self.report.model_load_ms = Some(load.as_secs_f64() * 1000.0);
                 self.report.resampling = *resampling;
-                self.report.backend = backend;
+                self.report.backend = *backend;
                 self.report.ready_ms = Some(ready.saturating_duration_since(self.t0).as_secs_f64() * 1000.0);
-                let what = if *backend == "server" { "server connected" } else { "model loaded" };
+                let what = if *backend == crate::asr::Backend::Server { "server connected" } else { "model loaded" };
                 log_line!("{what} in {:.0} ms ({backend}){}", load.as_secs_f64() * 1000.0, if *resampling { " (resampling in the bridge)" } else { "" });
             }
             Event::FellBack { load, replayed_ms, reason } => {
-                self.report.backend = "fallback";
+                self.report.backend = crate::asr::Backend::Fallback;
                 self.report.fallback_ms = Some(load.as_secs_f64() * 1000.0);
                 log_line!(
                     "the in-process model took over in {:.0} ms after the server was lost ({reason}); {replayed_ms:.0} ms of audio replayed",
@@ -310,7 +307,7 @@ impl<W: Write> Call<W> {
             }
             last = Some(verdict.status);
         }
-        Verdict::error("no attempt ran")
+        unreachable!("the loop returns at its last attempt")
     }
 
     /// One attempt: moves inputs into the [`Attempt`] state machine and carries out its
@@ -352,7 +349,7 @@ impl<W: Write> Call<W> {
         select! {
             recv(events) -> ev => Some(match ev {
                 Ok(ev) => Input::Event(ev),
-                Err(_) => Input::Ended(Verdict::error("recognizer threads ended without a result")),
+                Err(_) => Input::Ended(CallError::RecognizerGone.verdict()),
             }),
             recv(signals) -> sig => {
                 self.agi.on_signal(sig.ok());
@@ -395,7 +392,7 @@ impl<W: Write> Call<W> {
                 Action::Start(cmd) => {
                     if let Err(e) = self.agi.start(&cmd) {
                         let _ = control.send(Control::Abandon);
-                        return Some(AttemptEnd::Verdict(Verdict::error(e.to_string())));
+                        return Some(AttemptEnd::Verdict(CallError::from(e).verdict()));
                     }
                 }
                 Action::Control(c) => {
@@ -493,68 +490,64 @@ impl<W: Write> Call<W> {
         }
         log_line!("{}STATUS={} text={:?} cause={}", self.prefix, verdict.status.as_str(), verdict.text, verdict.cause);
         if let Some(path) = config.and_then(|c| c.json_log.as_ref()) {
-            if let Err(e) = append_json(path, &self.json(&verdict)) {
+            if let Err(e) = append_json(path, &self.record(&verdict)) {
                 log_line!("cannot write the JSON log {}: {e}", path.display());
             }
         }
         0
     }
 
-    fn json(&self, v: &Verdict) -> serde_json::Value {
-        let (cpu_s, rss_kb) = rusage();
+    fn record(&self, v: &Verdict) -> CallRecord {
+        let (cpu_s, peak_rss_kb) = rusage();
         let ms = |ns: u64| if ns == 0 { None } else { Some(ns as f64 / 1e6) };
         let st = self.audio_stats.as_ref();
-        let load = |f: fn(&audio::AudioStats) -> &std::sync::atomic::AtomicU64| {
-            st.map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
-        };
+        let load = |f: fn(&audio::AudioStats) -> &std::sync::atomic::AtomicU64| st.map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0);
         let o = self.report.outcome.as_ref();
-        let mut line = json!({
-            "ts": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-            "uniqueid": self.report.uniqueid,
-            "channel": self.report.channel,
-            "status": v.status,
-            "cause": v.cause,
-            "text": v.text,
-            "confidence": v.confidence,
-            "error": v.error,
-            "rate": self.report.rate,
-            "resampling": self.report.resampling,
-            "model_load_ms": self.report.model_load_ms,
-            "backend": self.report.backend,
-            "fallback_ms": self.report.fallback_ms,
-            "ready_ms": self.report.ready_ms,
-            "fd3_ready_ms": ms(load(|s| &s.ready_ns)),
-            "first_audio_ms": ms(load(|s| &s.first_data_ns)),
-            "audio_samples_in": load(|s| &s.samples_in),
-            "audio_reads": load(|s| &s.reads),
-            "samples_dropped": load(|s| &s.dropped),
-            "pipe_size": load(|s| &s.pipe_size),
-            "samples_consumed": o.map(|o| o.endpoint.samples),
-            "end_reason": o.map(|o| o.reason()),
-            "speech_start_ms": o.and_then(|o| o.endpoint.speech_start_ms),
-            "speech_end_ms": o.and_then(|o| o.endpoint.speech_end_ms),
-            "dtx_ms": o.map(|o| o.endpoint.dtx_ms),
-            "finalize_ms": o.map(|o| o.finalize_ms),
-            "decode_wait_ms": o.map(|o| o.decode_wait_ms()),
-            "samples_decoded": load(|s| &s.decoded),
-            "decoder_dropped": load(|s| &s.decoder_dropped),
-            "result_latency_ms": self.report.result_latency_ms,
-            "status_set_ms": self.report.status_set_ms,
-            "signal": self.report.signal,
-            "attempts": self.report.attempts,
-            "barge_in_ms": self.report.barge_in_ms,
-            "choice": v.choice,
-            "dtmf": v.dtmf,
-            "cpu_s": cpu_s,
-            "cpu_at_load_s": self.report.cpu_at_load_s,
-            "t0_unix_ms": self.t0_unix_ms,
-            "peak_rss_kb": rss_kb,
-            "wall_ms": self.ms(),
-        });
-        // Beside the macro's (its recursion limit is reached): which servers served, how often
-        // one was replaced mid-attempt.
-        line["servers"] = json!(self.report.servers);
-        line["failovers"] = json!(self.report.failovers);
-        line
+        let r = &self.report;
+        CallRecord {
+            ts: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            uniqueid: r.uniqueid.clone(),
+            channel: r.channel.clone(),
+            status: v.status,
+            cause: v.cause,
+            text: v.text.clone(),
+            confidence: v.confidence,
+            error: v.error.clone(),
+            rate: r.rate,
+            resampling: r.resampling,
+            model_load_ms: r.model_load_ms,
+            backend: r.backend,
+            fallback_ms: r.fallback_ms,
+            ready_ms: r.ready_ms,
+            fd3_ready_ms: ms(load(|s| &s.ready_ns)),
+            first_audio_ms: ms(load(|s| &s.first_data_ns)),
+            audio_samples_in: load(|s| &s.samples_in),
+            audio_reads: load(|s| &s.reads),
+            samples_dropped: load(|s| &s.dropped),
+            pipe_size: load(|s| &s.pipe_size),
+            samples_consumed: o.map(|o| o.endpoint.samples),
+            end_reason: o.map(|o| o.reason()),
+            speech_start_ms: o.and_then(|o| o.endpoint.speech_start_ms),
+            speech_end_ms: o.and_then(|o| o.endpoint.speech_end_ms),
+            dtx_ms: o.map(|o| o.endpoint.dtx_ms),
+            finalize_ms: o.map(|o| o.finalize_ms),
+            decode_wait_ms: o.map(|o| o.decode_wait_ms()),
+            samples_decoded: load(|s| &s.decoded),
+            decoder_dropped: load(|s| &s.decoder_dropped),
+            result_latency_ms: r.result_latency_ms,
+            status_set_ms: r.status_set_ms,
+            signal: r.signal,
+            attempts: r.attempts,
+            barge_in_ms: r.barge_in_ms,
+            choice: v.choice.clone(),
+            dtmf: v.dtmf.clone(),
+            cpu_s,
+            cpu_at_load_s: r.cpu_at_load_s,
+            t0_unix_ms: self.t0_unix_ms,
+            peak_rss_kb,
+            wall_ms: self.ms(),
+            servers: r.servers.clone(),
+            failovers: r.failovers,
+        }
     }
 }

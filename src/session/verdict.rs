@@ -1,16 +1,18 @@
 //! What the dialplan is told: the status, the MRCP cause, the text and the rest of the
 //! `ASR_*` variables, mapped from an attempt's outcome and the menu's rules.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::asr::endpoint::EndReason;
 use crate::asr::recognizer::Outcome;
 use crate::config::MenuConfig;
 use crate::log_line;
 use crate::menu::best_match;
+use crate::session::record::Cause;
+use crate::session::CallError;
 
 /// The dialplan outcome (`ASR_STATUS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     #[serde(rename = "OK")]
     Ok,
@@ -45,8 +47,7 @@ pub struct Verdict {
     pub status: Status,
     pub text: String,
     pub confidence: Option<f32>,
-    /// MRCP completion cause: 000, 001, 002, 006, 008.
-    pub cause: &'static str,
+    pub cause: Cause,
     pub error: String,
     /// The matched menu choice's value.
     pub choice: String,
@@ -57,13 +58,14 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn error(msg: impl Into<String>) -> Verdict {
+    /// An error's verdict: only [`crate::session::CallError::verdict`] makes one.
+    pub(super) fn error(cause: Cause, msg: String) -> Verdict {
         Verdict {
             status: Status::Error,
             text: String::new(),
             confidence: None,
-            cause: "006",
-            error: msg.into(),
+            cause,
+            error: msg,
             choice: String::new(),
             dtmf: String::new(),
             alternatives: Vec::new(),
@@ -75,7 +77,7 @@ impl Verdict {
             status: Status::Hangup,
             text: String::new(),
             confidence: None,
-            cause: "",
+            cause: Cause::None,
             error: String::new(),
             choice: String::new(),
             dtmf: String::new(),
@@ -88,7 +90,7 @@ impl Verdict {
             status: Status::Dtmf,
             text: String::new(),
             confidence: None,
-            cause: "000",
+            cause: Cause::Success,
             error: String::new(),
             choice: String::new(),
             dtmf: digits,
@@ -101,15 +103,11 @@ impl Verdict {
         let text = crate::asr::grammar::strip_unk(&o.transcript.text);
         let heard = o.endpoint.speech_start_ms.is_some();
         let (status, cause, error) = match (o.reason(), text.is_empty(), heard) {
-            (EndReason::NoInput, _, _) => (Status::NoInput, "002", String::new()),
-            (EndReason::MaxDuration, false, _) => (Status::Ok, "008", String::new()),
-            (_, false, _) => (Status::Ok, "000", String::new()),
-            (EndReason::AudioClosed, true, false) => (
-                Status::Error,
-                "006",
-                "the audio stream (fd 3) closed before any speech".to_string(),
-            ),
-            (_, true, _) => (Status::NoMatch, "001", String::new()),
+            (EndReason::NoInput, _, _) => (Status::NoInput, Cause::NoInputTimeout, String::new()),
+            (EndReason::MaxDuration, false, _) => (Status::Ok, Cause::SuccessMaxTime, String::new()),
+            (_, false, _) => (Status::Ok, Cause::Success, String::new()),
+            (EndReason::AudioClosed, true, false) => return CallError::AudioClosedBeforeSpeech.verdict(),
+            (_, true, _) => (Status::NoMatch, Cause::NoMatch, String::new()),
         };
         let keep_text = matches!(status, Status::Ok);
         Verdict {
@@ -135,7 +133,7 @@ impl Verdict {
         }
         let nomatch = |mut v: Verdict| {
             v.status = Status::NoMatch;
-            v.cause = "001";
+            v.cause = Cause::NoMatch;
             v
         };
         if self.confidence.unwrap_or(0.0) < menu.min_confidence as f32 {
