@@ -256,7 +256,7 @@ pub(crate) fn exe() -> Result<PathBuf, String> {
 }
 
 fn dur(v: &str) -> Duration {
-    crate::config::parse_duration(v).unwrap_or(Duration::from_secs(3))
+    crate::value::parse_duration(v).unwrap_or(Duration::from_secs(3))
 }
 
 /// Word error rate of `hyp` against `reference`, on normalized words.

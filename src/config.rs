@@ -279,39 +279,8 @@ pub fn split_sounds(spec: &str) -> Vec<String> {
     spec.split('&').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-/// Parses `700ms`, `5s`, `1.5s`, `2m`, or a bare number of milliseconds.
-///
-/// ```
-/// use asr_bridge::config::parse_duration;
-/// use std::time::Duration;
-/// assert_eq!(parse_duration("700ms"), Some(Duration::from_millis(700)));
-/// assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-/// assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("-1s"), None);
-/// assert_eq!(parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix("min") {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 0.001)
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
-        return None;
-    }
-    Some(Duration::from_secs_f64(v * scale))
-}
-
 fn duration(option: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_duration(value).ok_or_else(|| ConfigError::Duration {
+    crate::value::parse_duration(value).ok_or_else(|| ConfigError::Duration {
         option,
         value: value.to_string(),
     })

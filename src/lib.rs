@@ -25,3 +25,10 @@ pub mod doctor;
 pub mod serve;
 pub mod session;
 pub mod sim;
+pub mod value;
+
+/// Why a mode (a subcommand) stopped: its own typed error, boxed; `main` prints it and exits 1.
+pub type ModeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a mode returns to `main`: its exit status, or the error that stopped it.
+pub type ModeResult = Result<std::process::ExitCode, ModeError>;

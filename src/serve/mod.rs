@@ -49,7 +49,7 @@ use crate::asr::engine::load_model;
 use crate::asr::model::inspect;
 use crate::asr::remote::{fetch_stats, Conn, ServerAddr, BUSY_HEADER};
 use crate::asr::ModelInfo;
-use crate::config::parse_duration;
+use crate::value::parse_duration;
 use crate::log_line;
 use access::{Access, Cidr, Peer, Token};
 use call::{classify, Afterlife, CallConfig, ServedCall, TextMessage};

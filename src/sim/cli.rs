@@ -12,7 +12,7 @@ use clap::Parser;
 
 use super::host::{run, SimOptions, Tail};
 use crate::audio::wav::read_mono16;
-use crate::config::parse_duration;
+use crate::value::parse_duration;
 
 /// Runs the bridge as Asterisk would, over a WAV file.
 #[derive(Debug, Parser)]

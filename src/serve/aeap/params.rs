@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::asr::endpoint::Timers;
-use crate::config::parse_duration;
+use crate::value::parse_duration;
 use crate::serve::call::{CallConfig, MAX_PHRASES, MAX_PHRASE_BYTES};
 
 /// Most n-best alternatives asked of libvosk.
