@@ -132,11 +132,11 @@ balancers:
 	if [ -n "$$missing" ]; then echo "error: the tests need$$missing: apt-get install$$missing (.ci/run does)" >&2; exit 1; fi
 
 test: $(LIBVOSK) model peer-venv balancers
-	cargo test --all-targets
-	cargo test --doc
+	cargo test --all-targets --features faults
+	cargo test --doc --features faults
 
 lint: $(LIBVOSK)
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --all-features -- -D warnings
 
 # criterion benches (ring, AGI encoding/parsing), the pipeline benchmark, then the bench
 # command on the bundled WAVs: side by side with direct libvosk and the Python peer, at 1, 2,

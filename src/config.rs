@@ -23,9 +23,6 @@ pub enum ConfigError {
     /// clap rejected the arguments.
     #[error("bad option: {0}")]
     Args(String),
-    /// A duration did not parse.
-    #[error("--{option}={value:?} is not a duration (use e.g. 700ms, 5s, 1.5s, 2m; a bare number is milliseconds)")]
-    Duration { option: &'static str, value: String },
     /// A value is out of range.
     #[error("--{option}={value:?}: {why}")]
     Range {
@@ -58,17 +55,17 @@ pub struct CallArgs {
     #[arg(long, env = "ASR_BRIDGE_MODELS_ROOT")]
     pub models_root: Option<PathBuf>,
     /// No speech this long after listening starts ends with NOINPUT.
-    #[arg(long, env = "ASR_BRIDGE_NO_INPUT_TIMEOUT", default_value = "5s")]
-    pub no_input_timeout: String,
+    #[arg(long, env = "ASR_BRIDGE_NO_INPUT_TIMEOUT", default_value = "5s", value_parser = crate::value::duration)]
+    pub no_input_timeout: Duration,
     /// Trailing silence that ends the utterance.
-    #[arg(long, env = "ASR_BRIDGE_END_SILENCE", default_value = "800ms")]
-    pub end_silence: String,
+    #[arg(long, env = "ASR_BRIDGE_END_SILENCE", default_value = "800ms", value_parser = crate::value::duration)]
+    pub end_silence: Duration,
     /// Longest utterance; longer speech is cut off (ASR_CAUSE=008).
-    #[arg(long, env = "ASR_BRIDGE_MAX_DURATION", default_value = "15s")]
-    pub max_duration: String,
+    #[arg(long, env = "ASR_BRIDGE_MAX_DURATION", default_value = "15s", value_parser = crate::value::duration)]
+    pub max_duration: Duration,
     /// Voiced audio needed before speech counts as started.
-    #[arg(long, default_value = "100ms")]
-    pub min_speech: String,
+    #[arg(long, default_value = "100ms", value_parser = crate::value::duration)]
+    pub min_speech: Duration,
     /// Audio sample rate on fd 3; by default read from EAGI_AUDIO_FORMAT (slin = 8000).
     #[arg(long)]
     pub rate: Option<u32>,
@@ -91,11 +88,11 @@ pub struct CallArgs {
     #[arg(long, default_value_t = 2)]
     pub vad_mode: u8,
     /// Longest wait for the model to load.
-    #[arg(long, default_value = "60s")]
-    pub load_timeout: String,
+    #[arg(long, default_value = "60s", value_parser = crate::value::duration)]
+    pub load_timeout: Duration,
     /// Longest wait for any AGI reply.
-    #[arg(long, default_value = "10s")]
-    pub reply_timeout: String,
+    #[arg(long, default_value = "10s", value_parser = crate::value::duration)]
+    pub reply_timeout: Duration,
     /// Sound file(s) to play before listening (repeatable; `a&b` plays a then b).
     #[arg(long)]
     pub prompt: Vec<String>,
@@ -103,8 +100,8 @@ pub struct CallArgs {
     #[arg(long)]
     pub no_barge_in: bool,
     /// Speech needed to stop the prompt (so a cough or line noise does not).
-    #[arg(long, default_value = "200ms")]
-    pub barge_in_min: String,
+    #[arg(long, default_value = "200ms", value_parser = crate::value::duration)]
+    pub barge_in_min: Duration,
     /// Sound file played right before listening starts (e.g. beep).
     #[arg(long)]
     pub beep: Option<String>,
@@ -115,11 +112,11 @@ pub struct CallArgs {
     #[arg(long, default_value_t = 1)]
     pub dtmf_max_digits: u32,
     /// Key that ends DTMF input early (not included in ASR_DTMF); empty for none.
-    #[arg(long, default_value = "#")]
-    pub dtmf_terminator: String,
+    #[arg(long, default_value = "#", value_parser = terminator)]
+    pub dtmf_terminator: Terminator,
     /// Longest wait for the next key once one was pressed.
-    #[arg(long, default_value = "3s")]
-    pub dtmf_timeout: String,
+    #[arg(long, default_value = "3s", value_parser = crate::value::duration)]
+    pub dtmf_timeout: Duration,
     /// Phrase grammar: `phrase|phrase|...`.
     #[arg(long)]
     pub grammar: Option<String>,
@@ -153,20 +150,24 @@ pub struct CallArgs {
     /// vosk-server). Several servers (repeat the option, or separate them with commas) are
     /// tried in order, and a server lost mid-call is replaced by the next.
     #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
-    pub server: Vec<String>,
+    pub server: Vec<ServerList>,
     /// A file holding the token sent to the servers (`Authorization: Bearer`); without it, the
     /// environment variable ASR_BRIDGE_TOKEN, if set. Never the token itself on the command line.
     /// Empty is none (a blank line in an environment file).
-    #[arg(long, env = TOKEN_FILE_ENV)]
-    pub server_token_file: Option<String>,
+    #[arg(long, env = TOKEN_FILE_ENV, value_parser = path_or_empty)]
+    pub server_token_file: Option<PathBuf>,
     /// When the server cannot be reached, load the model in-process instead (without it the
     /// call ends at once with ERROR, ASR_CAUSE=101). A busy server is never fallen back from.
     #[arg(long, env = "ASR_BRIDGE_SERVER_FALLBACK")]
     pub server_fallback: bool,
     /// Deadline to connect to the server, and for each of its replies (the first blocks on a
     /// freshly started server can take a second or more: libvosk expands its graph lazily).
-    #[arg(long, env = "ASR_BRIDGE_SERVER_TIMEOUT", default_value = "5s")]
-    pub server_timeout: String,
+    #[arg(long, env = "ASR_BRIDGE_SERVER_TIMEOUT", default_value = "5s", value_parser = crate::value::duration)]
+    pub server_timeout: Duration,
+    /// Test seam: a failure to inject (only in builds with the `faults` feature).
+    #[cfg(feature = "faults")]
+    #[arg(long, hide = true, value_enum)]
+    pub fault: Option<crate::asr::recognizer::Fault>,
 }
 
 /// The environment variable holding the client's token.
@@ -185,32 +186,87 @@ pub enum ServerChoice {
     Servers(Vec<ServerAddr>),
 }
 
+/// One `--server` value: a comma-separated list of `auto`, `none` or addresses, parsed where
+/// it enters (clap), so a bad address is refused with the option's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerList(Vec<ServerItem>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerItem {
+    Auto,
+    None,
+    At(ServerAddr),
+}
+
+impl std::str::FromStr for ServerList {
+    type Err = String;
+
+    fn from_str(v: &str) -> Result<ServerList, String> {
+        let items = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| match s {
+            "auto" => Ok(ServerItem::Auto),
+            "none" => Ok(ServerItem::None),
+            addr => addr.parse().map(ServerItem::At),
+        });
+        items.collect::<Result<_, _>>().map(ServerList)
+    }
+}
+
 /// `--server` values (repeated, each possibly a comma-separated list) as one choice. `auto`
 /// and `none` stand alone; empty entries are skipped, and nothing at all is `none`.
 ///
 /// ```
-/// use asr_bridge::config::{server_choice, ServerChoice};
-/// let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+/// use asr_bridge::config::{server_choice, ServerChoice, ServerList};
+/// let v = |s: &[&str]| s.iter().map(|s| s.parse::<ServerList>().unwrap()).collect::<Vec<_>>();
 /// assert_eq!(server_choice(&v(&["auto"])).unwrap(), ServerChoice::Resident);
 /// assert_eq!(server_choice(&v(&["none"])).unwrap(), ServerChoice::InProcess);
 /// let two = server_choice(&v(&["unix:/a, ws://b:2700", "unix:/c"])).unwrap();
 /// assert!(matches!(two, ServerChoice::Servers(ref s) if s.len() == 3));
 /// assert!(server_choice(&v(&["auto", "unix:/a"])).is_err());
+/// assert!("ws://".parse::<ServerList>().is_err());
 /// ```
-pub fn server_choice(values: &[String]) -> Result<ServerChoice, ConfigError> {
-    let items: Vec<&str> = values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+pub fn server_choice(values: &[ServerList]) -> Result<ServerChoice, ConfigError> {
+    let items: Vec<&ServerItem> = values.iter().flat_map(|l| &l.0).collect();
     match items.as_slice() {
-        [] | ["none"] => return Ok(ServerChoice::InProcess),
-        ["auto"] => return Ok(ServerChoice::Resident),
+        [] | [ServerItem::None] => return Ok(ServerChoice::InProcess),
+        [ServerItem::Auto] => return Ok(ServerChoice::Resident),
         _ => {}
     }
-    if let Some(word) = items.iter().find(|s| matches!(**s, "auto" | "none")) {
-        return Err(ConfigError::Server(format!(
-            "{}: `{word}` stands alone; a list names servers only (unix:PATH or ws://HOST:PORT)",
-            items.join(",")
-        )));
+    let mut servers = Vec::new();
+    for item in &items {
+        match item {
+            ServerItem::At(a) => servers.push(a.clone()),
+            word => {
+                let names: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        ServerItem::Auto => "auto".to_string(),
+                        ServerItem::None => "none".to_string(),
+                        ServerItem::At(a) => a.to_string(),
+                    })
+                    .collect();
+                let word = if matches!(word, ServerItem::Auto) { "auto" } else { "none" };
+                return Err(ConfigError::Server(format!("{}: `{word}` stands alone; a list names servers only (unix:PATH or ws://HOST:PORT)", names.join(","))));
+            }
+        }
     }
-    items.iter().map(|s| s.parse::<ServerAddr>().map_err(ConfigError::Server)).collect::<Result<_, _>>().map(ServerChoice::Servers)
+    Ok(ServerChoice::Servers(servers))
+}
+
+/// A path option where empty means none (a blank line in an environment file).
+fn path_or_empty(v: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(v.trim()))
+}
+
+/// `--dtmf-terminator`: one key, or empty for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminator(pub Option<char>);
+
+fn terminator(v: &str) -> Result<Terminator, String> {
+    match v.trim() {
+        "" => Ok(Terminator(None)),
+        t if t.len() == 1 && "0123456789*#ABCD".contains(t) => Ok(Terminator(t.chars().next())),
+        _ => Err("must be one key: 0-9, *, #, A-D, or empty".to_string()),
+    }
 }
 
 /// The client's token: the contents of `file` (`--server-token-file`, trimmed) when given,
@@ -251,6 +307,8 @@ pub struct Config {
     pub reply_timeout: Duration,
     pub menu: MenuConfig,
     pub server: Option<ServerConfig>,
+    /// Always None outside the tests (feature `faults`).
+    pub fault: Option<crate::asr::recognizer::Fault>,
 }
 
 /// Prompts, barge-in, DTMF, grammar, choices and retries.
@@ -279,12 +337,6 @@ pub fn split_sounds(spec: &str) -> Vec<String> {
     spec.split('&').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-fn duration(option: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    crate::value::parse_duration(value).ok_or_else(|| ConfigError::Duration {
-        option,
-        value: value.to_string(),
-    })
-}
 
 impl CallArgs {
     /// Parses argv elements (without the program name). Empty elements, which
@@ -296,23 +348,18 @@ impl CallArgs {
 
     /// Validates the raw flags into a [`Config`].
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let timers = Timers {
-            no_input: duration("no-input-timeout", &self.no_input_timeout)?,
-            end_silence: duration("end-silence", &self.end_silence)?,
-            max_duration: duration("max-duration", &self.max_duration)?,
-            min_speech: duration("min-speech", &self.min_speech)?,
-        };
+        let timers = Timers { no_input: self.no_input_timeout, end_silence: self.end_silence, max_duration: self.max_duration, min_speech: self.min_speech };
         if timers.end_silence < Duration::from_millis(100) {
             return Err(ConfigError::Range {
                 option: "end-silence",
-                value: self.end_silence.clone(),
+                value: format!("{:?}", self.end_silence),
                 why: "must be at least 100ms",
             });
         }
         if timers.max_duration.is_zero() || timers.no_input.is_zero() {
             return Err(ConfigError::Range {
                 option: if timers.no_input.is_zero() { "no-input-timeout" } else { "max-duration" },
-                value: if timers.no_input.is_zero() { self.no_input_timeout.clone() } else { self.max_duration.clone() },
+                value: "0".to_string(),
                 why: "must be more than zero",
             });
         }
@@ -357,13 +404,24 @@ impl CallArgs {
             log: self.log.clone(),
             json_log: self.json_log.clone(),
             vad_mode: self.vad_mode,
-            load_timeout: duration("load-timeout", &self.load_timeout)?,
-            reply_timeout: duration("reply-timeout", &self.reply_timeout)?,
+            fault: self.fault(),
+            load_timeout: self.load_timeout,
+            reply_timeout: self.reply_timeout,
         })
     }
 }
 
 impl CallArgs {
+    #[cfg(feature = "faults")]
+    fn fault(&self) -> Option<crate::asr::recognizer::Fault> {
+        self.fault
+    }
+
+    #[cfg(not(feature = "faults"))]
+    fn fault(&self) -> Option<crate::asr::recognizer::Fault> {
+        None
+    }
+
     /// The served mode's settings; None for in-process.
     fn server_config(&self) -> Result<Option<ServerConfig>, ConfigError> {
         let servers = match server_choice(&self.server)? {
@@ -371,18 +429,18 @@ impl CallArgs {
             ServerChoice::Resident => Vec::new(),
             ServerChoice::Servers(s) => s,
         };
-        let timeout = duration("server-timeout", &self.server_timeout)?;
+        let timeout = self.server_timeout;
         if timeout.is_zero() {
             return Err(ConfigError::Range {
                 option: "server-timeout",
-                value: self.server_timeout.clone(),
+                value: "0".to_string(),
                 why: "must be more than zero",
             });
         }
         // The resident server is ours to start, not the dialplan's to require: whenever
         // it cannot serve, the call goes on in-process.
         let fallback = self.server_fallback || servers.is_empty();
-        let file = self.server_token_file.as_deref().map(str::trim).filter(|f| !f.is_empty()).map(std::path::Path::new);
+        let file = self.server_token_file.as_deref().filter(|f| !f.as_os_str().is_empty());
         let token = client_token(file, std::env::var(TOKEN_ENV).ok())?;
         Ok(Some(ServerConfig { servers, timeout, fallback, token }))
     }
@@ -415,11 +473,6 @@ impl CallArgs {
                 return Err(range(if name == "match-threshold" { "match-threshold" } else { "min-confidence" }, v.to_string(), "must be between 0 and 1"));
             }
         }
-        let terminator = match self.dtmf_terminator.trim() {
-            "" => None,
-            t if t.len() == 1 && "0123456789*#ABCD".contains(t) => t.chars().next(),
-            t => return Err(range("dtmf-terminator", t.to_string(), "must be one key: 0-9, *, #, A-D, or empty")),
-        };
         if self.dtmf_max_digits == 0 {
             return Err(range("dtmf-max-digits", "0".into(), "must be at least 1"));
         }
@@ -429,12 +482,12 @@ impl CallArgs {
         Ok(MenuConfig {
             prompts: self.prompt.iter().flat_map(|p| split_sounds(p)).collect(),
             barge_in: !self.no_barge_in,
-            barge_in_min: duration("barge-in-min", &self.barge_in_min)?,
+            barge_in_min: self.barge_in_min,
             beep: self.beep.clone().filter(|b| !b.trim().is_empty()),
             dtmf: !self.no_dtmf,
             dtmf_max_digits: self.dtmf_max_digits,
-            dtmf_terminator: terminator,
-            dtmf_timeout: duration("dtmf-timeout", &self.dtmf_timeout)?,
+            dtmf_terminator: self.dtmf_terminator.0,
+            dtmf_timeout: self.dtmf_timeout,
             grammar,
             choices,
             match_threshold: self.match_threshold,

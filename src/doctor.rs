@@ -6,8 +6,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::asr::model::inspect;
 use crate::asr::remote::{fetch_stats, ServerAddr};
 use crate::asr::model::ModelChoice;
@@ -16,8 +14,7 @@ use crate::config::CallArgs;
 use crate::profile::{config_path, ConfigFile};
 
 /// Checks an installation.
-#[derive(Debug, Parser)]
-#[command(name = "asr_bridge doctor", about = "Check libvosk, models, the AGI directory, logs and the config file")]
+#[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
     /// Config file (default: ASR_BRIDGE_CONFIG, then /etc/asr_bridge.toml).
     #[arg(long)]
@@ -36,7 +33,7 @@ pub struct DoctorArgs {
     pub model: Vec<PathBuf>,
     /// A recognition server to check (besides those the config names): unix:PATH or ws://HOST:PORT.
     #[arg(long)]
-    pub server: Vec<String>,
+    pub server: Vec<ServerAddr>,
 }
 
 #[derive(Default)]
@@ -195,11 +192,7 @@ fn check_agi_entry(r: &mut Report, dir: &Path, user: &str) {
 }
 
 /// Runs `asr_bridge doctor` with these arguments: the report to print, and the exit status.
-pub fn run(args: Vec<String>) -> (String, ExitCode) {
-    let args = match DoctorArgs::try_parse_from(std::iter::once("doctor".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
+pub fn run(args: &DoctorArgs) -> (String, ExitCode) {
     let mut r = Report::default();
     match libvosk_path() {
         Some(p) => r.ok(&format!("libvosk loaded from {p}")),
@@ -210,17 +203,12 @@ pub fn run(args: Vec<String>) -> (String, ExitCode) {
     let mut models: Vec<PathBuf> = args.model.clone();
     let mut logs: Vec<PathBuf> = Vec::new();
     let mut servers: Vec<ServerConfig> = Vec::new();
-    for a in &args.server {
-        match a.parse() {
-            Ok(addr) => {
-                let token = crate::config::client_token_from_env().unwrap_or_else(|e| {
-                    r.fail(&e.to_string(), "fix the token file or ASR_BRIDGE_TOKEN");
-                    None
-                });
-                servers.push(ServerConfig { servers: vec![addr], timeout: std::time::Duration::from_secs(5), fallback: false, token })
-            }
-            Err(e) => r.fail(&format!("--server {e}"), "use unix:PATH or ws://HOST:PORT"),
-        }
+    for addr in &args.server {
+        let token = crate::config::client_token_from_env().unwrap_or_else(|e| {
+            r.fail(&e.to_string(), "fix the token file or ASR_BRIDGE_TOKEN");
+            None
+        });
+        servers.push(ServerConfig { servers: vec![addr.clone()], timeout: std::time::Duration::from_secs(5), fallback: false, token })
     }
     // A model is needed in-process, or as the fallback of a server.
     let mut take = |c: &crate::config::Config, models: &mut Vec<PathBuf>, logs: &mut Vec<PathBuf>| {

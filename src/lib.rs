@@ -16,6 +16,7 @@ pub mod agi;
 pub mod asr;
 pub mod bench;
 pub mod bench_timing;
+pub mod cli;
 pub mod audio;
 pub mod config;
 pub mod log;

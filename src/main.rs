@@ -1,12 +1,13 @@
 //! `asr_bridge`: parse, run, exit. Without a subcommand it is the EAGI program Asterisk
-//! starts; `simulate` runs a call through the simulated host, `transcribe` is the direct
-//! libvosk baseline, `doctor` checks an installation, `man` and `completions` print the man
-//! page and shell completions.
+//! starts; the modes ([`asr_bridge::cli::Mode`]) serve, simulate, benchmark and check it.
 
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use asr_bridge::cli::{Cli, Mode};
+use clap::{CommandFactory, Parser};
 use crossbeam_channel::unbounded;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -21,66 +22,73 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let t0 = Instant::now();
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("simulate") => {
-            args.remove(0);
-            return asr_bridge::sim::cli::main(args);
-        }
-        Some("transcribe") => {
-            args.remove(0);
-            return asr_bridge::sim::transcribe::main(args);
-        }
-        Some("serve") => {
-            args.remove(0);
-            return asr_bridge::serve::main(args);
-        }
-        Some("stats") => {
-            args.remove(0);
-            let (json, code) = asr_bridge::serve::stats(args);
-            print!("{json}");
-            return code;
-        }
-        Some("bench") => {
-            args.remove(0);
-            return asr_bridge::bench::main(args);
-        }
-        Some("doctor") => {
-            args.remove(0);
-            let (report, code) = asr_bridge::doctor::run(args);
-            print!("{report}");
-            return code;
-        }
-        Some("man") => {
-            // The man page, generated from the clap definitions (make install puts it in place).
-            let cmd = <asr_bridge::config::CallArgs as clap::CommandFactory>::command();
-            let mut out = std::io::stdout();
-            return match clap_mangen::Man::new(cmd).render(&mut out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::FAILURE,
-            };
-        }
-        Some("completions") => {
-            let shell = match args.get(1).map(|s| s.parse::<clap_complete::Shell>()) {
-                Some(Ok(s)) => s,
-                _ => {
-                    eprintln!("usage: asr_bridge completions bash|zsh|fish|elvish|powershell");
-                    return ExitCode::from(2);
-                }
-            };
-            let mut cmd = <asr_bridge::config::CallArgs as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "asr_bridge", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
-        Some("-h" | "--help" | "-V" | "--version") => {
-            // Only a person types this: clap prints help or the version and exits.
-            let _ = asr_bridge::config::CallArgs::parse_from_args(args).map_err(|e| e.exit());
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if Cli::is_mode(&args) {
+        // A person (or a unit file) chose a mode: clap reports a bad option and exits 2.
+        let cli = Cli::try_parse_from(std::iter::once("asr_bridge".to_string()).chain(args)).unwrap_or_else(|e| e.exit());
+        let mode = cli.mode.expect("is_mode: a subcommand or help");
+        let name = mode_name(&mode);
+        return match run(mode) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("asr_bridge {name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
+    eagi(args, t0)
+}
+
+fn mode_name(mode: &Mode) -> &'static str {
+    match mode {
+        Mode::Serve(_) => "serve",
+        Mode::Stats(_) => "stats",
+        Mode::Simulate(_) => "simulate",
+        Mode::Transcribe(_) => "transcribe",
+        Mode::Bench(_) => "bench",
+        Mode::Doctor(_) => "doctor",
+        Mode::Man => "man",
+        Mode::Completions { .. } => "completions",
+    }
+}
+
+/// Runs a mode to its exit status.
+fn run(mode: Mode) -> asr_bridge::ModeResult {
+    match mode {
+        Mode::Serve(a) => asr_bridge::serve::run(a),
+        Mode::Stats(a) => {
+            print!("{}", asr_bridge::serve::stats(&a)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Mode::Simulate(a) => asr_bridge::sim::cli::run(a),
+        Mode::Transcribe(a) => asr_bridge::sim::transcribe::run(a),
+        Mode::Bench(_) => Ok(asr_bridge::bench::main(std::env::args().skip(2).collect())), // until bench::run(BenchArgs) lands
+        Mode::Doctor(a) => {
+            let (report, code) = asr_bridge::doctor::run(&a);
+            print!("{report}");
+            Ok(code)
+        }
+        Mode::Man => {
+            // The man page, generated from the clap definitions (make install puts it in place).
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Mode::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "asr_bridge", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The EAGI call: Asterisk started us with options only. Every outcome, a bad option included,
+/// goes to the dialplan as `ASR_*` variables, and the process exits 0.
+fn eagi(args: Vec<String>, t0: Instant) -> ExitCode {
     // Look at fd 3 before anything opens a descriptor that could take the number 3.
-    let fd3 = asr_bridge::audio::reader::check_audio_fd(asr_bridge::audio::EAGI_AUDIO_FD);
+    let fd3 = asr_bridge::audio::reader::check_audio_fd(asr_bridge::audio::EAGI_AUDIO_FD).map(|()| {
+        // SAFETY: fd 3 is open (fstat succeeded just now) and nothing in this process has
+        // taken it: this is the one place that owns it, and the reader thread gets it.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(asr_bridge::audio::EAGI_AUDIO_FD) }
+    });
     // SIGHUP kills an AGI child that has no handler: catch it before anything else.
     let (sig_tx, sig_rx) = unbounded();
     match signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]) {

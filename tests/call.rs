@@ -267,11 +267,12 @@ fn model_without_upsampling_is_fed_resampled_audio() {
     assert!(!out.var("ASR_TEXT").is_empty());
 }
 
-/// A panic in the recognizer thread ends the call with ERROR, exit 0.
+/// A panic in the recognizer thread ends the call with ERROR, exit 0. The panic comes through
+/// the test seam (`--fault`, feature `faults`, which `make test` turns on).
 #[test]
+#[cfg_attr(not(feature = "faults"), ignore = "needs the test seam: cargo test --features faults (make test)")]
 fn recognizer_panic_is_an_error_not_a_crash() {
-    let mut call = Call::new("ko-hello-8k.wav", &[]);
-    call.opts.env.push(("ASR_BRIDGE_FAULT".into(), "recognizer-panic".into()));
+    let call = Call::new("ko-hello-8k.wav", &["--fault=recognizer-panic"]);
     let out = call.run();
     assert_eq!(out.status(), "ERROR");
     assert!(out.var("ASR_ERROR").contains("panicked"), "{}", out.var("ASR_ERROR"));

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
-use super::recognizer::{Event, Plan};
+use super::recognizer::{Event, Fault, Plan};
 use super::Backend;
 use super::remote::{pool_error, Pool, RemoteEngine, ServerAddr};
 use super::{AsrError, ModelInfo, Transcript};
@@ -94,6 +94,7 @@ pub struct DecoderConfig {
     pub record: Option<PathBuf>,
     /// Grammar phrases (normalized) and n-best size.
     pub engine: EngineOptions,
+    pub fault: Option<Fault>,
 }
 
 /// The endpointer's side of the stage, as the decoder sees it.
@@ -103,12 +104,6 @@ pub struct DecoderInput {
     pub stats: Arc<AudioStats>,
     /// Set to this thread, so the endpointer can wake it.
     pub thread: Arc<OnceLock<Thread>>,
-}
-
-/// Test hook: `ASR_BRIDGE_FAULT=recognizer-panic` makes the thread panic after loading, so the
-/// tests can prove a panic ends the call cleanly. Read once, at thread start.
-fn fault_injected() -> bool {
-    std::env::var("ASR_BRIDGE_FAULT").is_ok_and(|v| v == "recognizer-panic")
 }
 
 /// Makes a decoder per attempt, and falls back to the in-process model where asked.
@@ -325,8 +320,8 @@ pub fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> 
     let cpu_s = crate::log::rusage().0;
     let resampling = first.resampling();
     let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s, backend, ready: Instant::now() });
-    if fault_injected() {
-        panic!("fault injected by ASR_BRIDGE_FAULT");
+    if cfg.fault == Some(Fault::RecognizerPanic) {
+        panic!("fault injected (--fault=recognizer-panic)");
     }
     let recorder = match &cfg.record {
         Some(p) => Some(hound::WavWriter::create(p, mono16_spec(cfg.rate)).map_err(|e| record_error(cfg, e))?),

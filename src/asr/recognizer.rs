@@ -59,6 +59,13 @@ pub enum Plan {
     Server { server: ServerConfig, fallback: Result<std::path::PathBuf, super::model::NoModel> },
 }
 
+/// A failure injected through the test seam (feature `faults`, option `--fault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// The decoder thread panics right after loading.
+    RecognizerPanic,
+}
+
 /// What the recognizer needs to start.
 #[derive(Debug, Clone)]
 pub struct RecognizerConfig {
@@ -71,6 +78,8 @@ pub struct RecognizerConfig {
     pub engine: EngineOptions,
     /// Voiced audio that counts as barge-in (stops a prompt).
     pub barge_min: Duration,
+    /// Always None outside the tests (feature `faults`).
+    pub fault: Option<Fault>,
 }
 
 /// Reports to the controller.
@@ -156,7 +165,7 @@ pub fn spawn(cfg: RecognizerConfig, audio: AudioReader, events: Sender<Event>) -
     let endpointer_thread = Arc::new(OnceLock::new());
     let input = DecoderInput { ring: ring_rx, spans: span_rx, stats: audio.stats.clone(), thread: decoder_thread.clone() };
     let feed = DecoderFeed { ring: ring_tx, spans: span_tx, thread: decoder_thread };
-    let dcfg = DecoderConfig { backend: cfg.backend, rate: cfg.audio_rate, record: cfg.record, engine: cfg.engine };
+    let dcfg = DecoderConfig { backend: cfg.backend, rate: cfg.audio_rate, record: cfg.record, engine: cfg.engine, fault: cfg.fault };
     let ecfg = EndpointerConfig { rate: cfg.audio_rate, timers: cfg.timers, vad_mode: cfg.vad_mode, barge_min: cfg.barge_min };
     let ev = events.clone();
     let et = endpointer_thread.clone();

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -95,19 +95,20 @@ pub fn check_audio_fd(fd: RawFd) -> Result<(), AudioError> {
     Ok(())
 }
 
-/// Checks fd 3 and starts the reader thread on it. The ring's consumer comes back.
-pub fn start(fd: RawFd, t0: Instant) -> Result<AudioReader, AudioError> {
-    check_audio_fd(fd)?;
+/// Checks the audio fd (fd 3, owned since `main`) and starts the reader thread on it, which
+/// owns it from then on. The ring's consumer comes back.
+pub fn start(fd: OwnedFd, t0: Instant) -> Result<AudioReader, AudioError> {
+    check_audio_fd(fd.as_raw_fd())?;
     let stats = Arc::new(AudioStats::default());
     // A bigger pipe holds more audio should the reader ever be descheduled; failure is fine.
-    let size = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
-        .or_else(|_| fcntl(fd, FcntlArg::F_SETPIPE_SZ(256 * 1024)))
-        .or_else(|_| fcntl(fd, FcntlArg::F_GETPIPE_SZ))
+    let raw = fd.as_raw_fd();
+    let size = fcntl(raw, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
+        .or_else(|_| fcntl(raw, FcntlArg::F_SETPIPE_SZ(256 * 1024)))
+        .or_else(|_| fcntl(raw, FcntlArg::F_GETPIPE_SZ))
         .unwrap_or(0);
     stats.pipe_size.store(size.max(0) as u64, Ordering::Relaxed);
-    // SAFETY: fd 3 was checked above to be an open FIFO; nothing else in the process uses
-    // it, and the File owns it for the rest of the process (the thread is never joined).
-    let file = unsafe { File::from_raw_fd(fd) };
+    // The File owns it for the rest of the process (the thread is never joined).
+    let file = File::from(fd);
     let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY);
     let waker: Arc<OnceLock<Thread>> = Arc::new(OnceLock::new());
     let (s, w) = (stats.clone(), waker.clone());

@@ -33,12 +33,10 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -49,7 +47,6 @@ use crate::asr::engine::load_model;
 use crate::asr::model::inspect;
 use crate::asr::remote::{fetch_stats, Conn, ServerAddr, BUSY_HEADER};
 use crate::asr::ModelInfo;
-use crate::value::parse_duration;
 use crate::log_line;
 use access::{Access, Cidr, Peer, Token};
 use call::{classify, Afterlife, CallConfig, ServedCall, TextMessage};
@@ -61,15 +58,14 @@ use stats::{Refusal, Stats};
 pub const DEFAULT_ADDRESS: &str = "unix:/run/asr_bridge/asr.sock";
 
 /// Serves recognition to many calls from one resident model.
-#[derive(Debug, Parser)]
-#[command(name = "asr_bridge serve")]
+#[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Vosk model directory (loaded once).
     #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Where to listen: unix:PATH or tcp:HOST:PORT (repeatable).
     #[arg(long = "listen", default_value = DEFAULT_ADDRESS)]
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenAddr>,
     /// Decode threads [default: the number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
@@ -92,20 +88,20 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128)]
     pub warm_max_mb: u32,
     /// Permissions of the Unix socket (octal).
-    #[arg(long, default_value = "660")]
-    pub socket_mode: String,
+    #[arg(long, default_value = "660", value_parser = octal_mode)]
+    pub socket_mode: u32,
     /// A call whose client sends nothing this long is dropped (its recognizer freed).
-    #[arg(long, default_value = "30s")]
-    pub idle_timeout: String,
+    #[arg(long, default_value = "30s", value_parser = crate::value::duration)]
+    pub idle_timeout: Duration,
     /// On SIGTERM, how long calls in flight may take to finish.
-    #[arg(long, default_value = "30s")]
-    pub drain_timeout: String,
+    #[arg(long, default_value = "30s", value_parser = crate::value::duration)]
+    pub drain_timeout: Duration,
     /// Audio rate assumed for a client that sends audio without a config message.
     #[arg(long, default_value_t = 8000)]
     pub sample_rate: u32,
     /// Exit after this long without calls [default: never; 10m with --on-demand].
-    #[arg(long)]
-    pub idle_exit: Option<String>,
+    #[arg(long, value_parser = crate::value::duration)]
+    pub idle_exit: Option<Duration>,
     /// The token TCP clients must present (`Authorization: Bearer TOKEN`), read from this file
     /// (else from `ASR_BRIDGE_TOKEN` in the environment; never given on the command line).
     #[arg(long)]
@@ -125,7 +121,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_calls_per_client: Option<usize>,
     /// Audio one binary message may hold; a longer one closes the call (1009).
-    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = crate::value::positive_duration)]
     pub max_message_audio: Duration,
     /// Started by a call (`--server=auto`): exit after --idle-exit without calls, and when the
     /// --model path comes to name other model files (a new model deployed), so the next call
@@ -134,8 +130,35 @@ pub struct ServeArgs {
     pub on_demand: bool,
 }
 
-fn duration_arg(v: &str) -> Result<Duration, String> {
-    parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| format!("{v:?}: not a duration (e.g. 500ms, 10s, 2m)"))
+fn octal_mode(v: &str) -> Result<u32, String> {
+    u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| "not an octal file mode (e.g. 660)".to_string())
+}
+
+/// Where `serve` listens (`--listen`): parsed once, where the option enters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `unix:PATH`.
+    Unix(PathBuf),
+    /// `tcp:HOST:PORT`.
+    Tcp(String),
+}
+
+impl ListenAddr {
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, ListenAddr::Tcp(_))
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<ListenAddr, String> {
+        match (spec.strip_prefix("unix:"), spec.strip_prefix("tcp:")) {
+            (Some(p), _) if !p.is_empty() => Ok(ListenAddr::Unix(PathBuf::from(p))),
+            (_, Some(a)) if a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => Ok(ListenAddr::Tcp(a.to_string())),
+            _ => Err("expected unix:PATH or tcp:HOST:PORT".to_string()),
+        }
+    }
 }
 
 /// Without calls this long, a server started on demand exits.
@@ -148,9 +171,10 @@ enum Listener {
 }
 
 impl Listener {
-    fn bind(spec: &str, mode: u32) -> Result<Listener, String> {
-        if let Some(p) = spec.strip_prefix("unix:") {
-            let path = PathBuf::from(p);
+    fn bind(spec: &ListenAddr, mode: u32) -> Result<Listener, String> {
+        if let ListenAddr::Unix(path) = spec {
+            let path = path.clone();
+            let p = path.display().to_string();
             if let Ok(meta) = std::fs::symlink_metadata(&path) {
                 use std::os::unix::fs::FileTypeExt;
                 if !meta.file_type().is_socket() {
@@ -165,12 +189,12 @@ impl Listener {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{p}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(Listener::Unix { l, path, ours: true })
-        } else if let Some(a) = spec.strip_prefix("tcp:") {
+        } else if let ListenAddr::Tcp(a) = spec {
             let l = TcpListener::bind(a).map_err(|e| format!("{a}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(Listener::Tcp(l))
         } else {
-            Err(format!("--listen {spec:?}: expected unix:PATH or tcp:HOST:PORT"))
+            unreachable!("ListenAddr has two kinds")
         }
     }
 
@@ -279,12 +303,9 @@ struct Shared {
     max_message_audio: Duration,
 }
 
-/// Entry point of `asr_bridge serve`.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let args = match ServeArgs::try_parse_from(std::iter::once("serve".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
+/// Runs `asr_bridge serve` until it is stopped; it never returns (the process ends with
+/// `_exit`, status 1 when serving failed).
+pub fn run(args: ServeArgs) -> crate::ModeResult {
     let code = match serve(args) {
         Ok(()) => 0,
         Err(e) => {
@@ -303,16 +324,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let passed = Listener::inherited()?;
     let token = Token::configured(args.token_file.as_deref(), std::env::var("ASR_BRIDGE_TOKEN").ok())?;
     std::env::remove_var("ASR_BRIDGE_TOKEN");
-    let dur = |name: &str, v: &str| parse_duration(v).ok_or_else(|| format!("--{name} {v:?}: not a duration"));
-    let idle = dur("idle-timeout", &args.idle_timeout)?;
-    let drain = dur("drain-timeout", &args.drain_timeout)?;
-    let mode = u32::from_str_radix(&args.socket_mode, 8).map_err(|_| format!("--socket-mode {:?}: not octal", args.socket_mode))?;
+    let (idle, drain, mode) = (args.idle_timeout, args.drain_timeout, args.socket_mode);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let max_calls = args.max_calls.unwrap_or(workers * 2).max(1);
-    let idle_exit = match &args.idle_exit {
-        Some(v) => Some(dur("idle-exit", v)?),
-        None => args.on_demand.then_some(ON_DEMAND_IDLE_EXIT),
-    };
+    let idle_exit = args.idle_exit.or(args.on_demand.then_some(ON_DEMAND_IDLE_EXIT));
     let deployed = args.on_demand.then(|| ModelFiles::of(&args.model));
     // Signals first, so a SIGTERM during the model load still ends us cleanly.
     let signals = Arc::new(AtomicUsize::new(0));
@@ -325,7 +340,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Before the model loads: a listener refused for want of a token fails at once.
     let tcp = match &passed {
         Some(p) => p.iter().any(Listener::is_tcp),
-        None => args.listen.iter().any(|l| l.starts_with("tcp:")),
+        None => args.listen.iter().any(ListenAddr::is_tcp),
     };
     let access = Access::new(token, args.allow_anonymous, args.allow.clone(), tcp)?;
     raise_open_files_limit();
@@ -958,57 +973,55 @@ enum Work {
     Final,
 }
 
-/// Runs `asr_bridge stats`: the server's statistics as pretty JSON for `main` to print, and
-/// the exit status (1 when it cannot be reached: a health check).
-pub fn stats(args: Vec<String>) -> (String, ExitCode) {
-    #[derive(Parser)]
-    #[command(name = "asr_bridge stats")]
-    struct StatsArgs {
-        /// The server: unix:PATH or ws://HOST:PORT; `auto`: the resident server of --model (as
-        /// a call with the default --server=auto finds it), or else the installed unit's socket.
-        #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
-        server: String,
-        /// The model whose resident server `auto` means.
-        #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
-        model: PathBuf,
-        /// Connect and reply deadline.
-        #[arg(long, default_value = "2s")]
-        timeout: String,
+/// Which server `asr_bridge stats` asks: `auto`, or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsTarget {
+    /// The resident server of `--model` (as a call with the default `--server=auto` finds
+    /// it), or else the installed unit's socket.
+    Auto,
+    At(ServerAddr),
+}
+
+impl std::str::FromStr for StatsTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StatsTarget, String> {
+        match s.trim() {
+            "auto" => Ok(StatsTarget::Auto),
+            other => other.parse().map(StatsTarget::At),
+        }
     }
-    let a = match StatsArgs::try_parse_from(std::iter::once("stats".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    let parsed = match a.server.as_str() {
+}
+
+/// The options of `asr_bridge stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// The server: unix:PATH or ws://HOST:PORT; `auto`: the resident server of --model (as
+    /// a call with the default --server=auto finds it), or else the installed unit's socket.
+    #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
+    pub server: StatsTarget,
+    /// The model whose resident server `auto` means.
+    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Connect and reply deadline.
+    #[arg(long, default_value = "2s", value_parser = crate::value::positive_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `asr_bridge stats`: the server's statistics as pretty JSON, for `main` to print. An
+/// error (the server cannot be reached: a health check) is for `main` to report (status 1).
+pub fn stats(a: &StatsArgs) -> Result<String, crate::ModeError> {
+    let addr = match &a.server {
         // The model's resident server where there is one, else the installed unit's socket.
-        "auto" => Ok(crate::asr::resident::runtime_dir()
+        StatsTarget::Auto => crate::asr::resident::runtime_dir()
             .and_then(|d| crate::asr::resident::socket_path(&d, &a.model))
             .ok()
             .filter(|s| s.exists())
             .map(ServerAddr::Unix)
-            .unwrap_or_else(|| ServerAddr::Unix(PathBuf::from(DEFAULT_ADDRESS.trim_start_matches("unix:"))))),
-        other => other.parse().map_err(|e| format!("--server {e}")),
+            .unwrap_or_else(|| ServerAddr::Unix(PathBuf::from(DEFAULT_ADDRESS.trim_start_matches("unix:")))),
+        StatsTarget::At(addr) => addr.clone(),
     };
-    let addr: ServerAddr = match parsed {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("stats: {e}");
-            return (String::new(), ExitCode::from(2));
-        }
-    };
-    let t = parse_duration(&a.timeout).unwrap_or(Duration::from_secs(2));
-    let token = match crate::config::client_token_from_env() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("stats: {e}");
-            return (String::new(), ExitCode::from(2));
-        }
-    };
-    match fetch_stats(&addr, t, token.as_ref()) {
-        Ok(v) => (serde_json::to_string_pretty(&v).unwrap_or_default() + "\n", ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("stats: {e}");
-            (String::new(), ExitCode::FAILURE)
-        }
-    }
+    let token = crate::config::client_token_from_env()?;
+    let v = fetch_stats(&addr, a.timeout, token.as_ref())?;
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
 }

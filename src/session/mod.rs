@@ -18,7 +18,7 @@ use crate::agi::{Command, Reply};
 use crate::asr::endpointer::Controls;
 use crate::asr::recognizer::{self, Control, Plan, Event, Outcome, RecognizerConfig};
 use crate::asr::model;
-use crate::audio::{self, rate_for_eagi_format, EAGI_AUDIO_FD};
+use crate::audio::{self, rate_for_eagi_format};
 use crate::asr::model::NoModel;
 use crate::config::{CallArgs, Config};
 use crate::asr::ModelInfo;
@@ -77,11 +77,12 @@ struct Call<W: Write> {
     audio_stats: Option<std::sync::Arc<audio::AudioStats>>,
 }
 
-/// Runs one EAGI call. `fd3` is what `main` found at fd 3 before opening anything. Returns the process exit code (0 for every handled outcome).
+/// Runs one EAGI call. `fd3` is what `main` found at fd 3 before opening anything (owned
+/// from there on). Returns the process exit code (0 for every handled outcome).
 pub fn run_eagi<W: Write>(
     argv: Vec<String>,
     t0: Instant,
-    fd3: Result<(), audio::AudioError>,
+    fd3: Result<std::os::fd::OwnedFd, audio::AudioError>,
     out: W, lines: Receiver<LineEvent>, signals: Receiver<i32>) -> i32 {
     // Options first (pure parsing): they say where stderr goes.
     let config: Result<Config, CallError> = crate::profile::expand(argv)
@@ -93,7 +94,7 @@ pub fn run_eagi<W: Write>(
         log_line!("cannot open log {:?}: {e}", log_path);
     }
     // The fd 3 reader starts before anything slow, so no audio is lost while the model loads.
-    let audio = fd3.and_then(|()| audio::reader::start(EAGI_AUDIO_FD, t0));
+    let audio = fd3.and_then(|fd| audio::reader::start(fd, t0));
     let mut call = Call {
         agi: Agi::new(out, lines, signals),
         t0,
@@ -189,6 +190,7 @@ pub fn run_eagi<W: Write>(
             alternatives: config.menu.alternatives,
         },
         barge_min: config.menu.barge_in_min,
+        fault: config.fault,
     };
     let ctl_tx = match recognizer::spawn(rc, audio, ev_tx) {
         Ok(c) => c,

@@ -8,15 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-
-use super::host::{run, SimOptions, Tail};
+use super::host::{self, SimOptions, Tail};
 use crate::audio::wav::read_mono16;
-use crate::value::parse_duration;
+use crate::value::duration;
 
 /// Runs the bridge as Asterisk would, over a WAV file.
-#[derive(Debug, Parser)]
-#[command(name = "asr_bridge simulate", about = "One EAGI call through the simulated Asterisk host")]
+#[derive(Debug, clap::Args)]
 pub struct SimArgs {
     /// The caller's audio: mono 16-bit WAV (8 kHz for slin, 16 kHz for slin16).
     #[arg(long)]
@@ -25,14 +22,14 @@ pub struct SimArgs {
     #[arg(long)]
     pub silence: Option<f64>,
     /// Playback speed: 1 is real time.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = speed)]
     pub speed: f64,
     /// Hang up (SIGHUP) at this call time, e.g. 2.5s.
-    #[arg(long)]
-    pub hangup_at: Option<String>,
+    #[arg(long, value_parser = duration)]
+    pub hangup_at: Option<Duration>,
     /// Press a key at a call time: TIME:KEY, e.g. 3s:5 (repeatable).
-    #[arg(long)]
-    pub dtmf: Vec<String>,
+    #[arg(long, value_parser = key_at)]
+    pub dtmf: Vec<(Duration, char)>,
     /// EAGI_AUDIO_FORMAT channel variable (slin16 for 16 kHz audio).
     #[arg(long)]
     pub format: Option<String>,
@@ -40,17 +37,17 @@ pub struct SimArgs {
     #[arg(long)]
     pub plain_agi: bool,
     /// After the WAV: `silence` frames or `none` (no frames at all, like DTX).
-    #[arg(long, default_value = "silence")]
-    pub tail: String,
+    #[arg(long, value_enum, default_value_t = TailArg::Silence)]
+    pub tail: TailArg,
     /// Digital silence before the WAV starts, e.g. 1s.
-    #[arg(long)]
-    pub lead_silence: Option<String>,
+    #[arg(long, value_parser = duration)]
+    pub lead_silence: Option<Duration>,
     /// A sound STREAM FILE can play: NAME=DURATION (repeatable).
-    #[arg(long)]
-    pub sound: Vec<String>,
+    #[arg(long, value_parser = sound)]
+    pub sound: Vec<(String, Duration)>,
     /// Close fd 3's write end at this call time.
-    #[arg(long)]
-    pub close_audio_at: Option<String>,
+    #[arg(long, value_parser = duration)]
+    pub close_audio_at: Option<Duration>,
     /// The bridge executable (default: this one).
     #[arg(long)]
     pub bridge: Option<PathBuf>,
@@ -67,8 +64,8 @@ pub struct SimArgs {
     #[arg(long)]
     pub child_stderr: Option<PathBuf>,
     /// Kill the child after this long.
-    #[arg(long, default_value = "120s")]
-    pub max_wall: String,
+    #[arg(long, default_value = "120s", value_parser = crate::value::positive_duration)]
+    pub max_wall: Duration,
     /// Do not print the dialogue.
     #[arg(long)]
     pub quiet: bool,
@@ -77,8 +74,30 @@ pub struct SimArgs {
     pub bridge_args: Vec<String>,
 }
 
-fn dur(opt: &str, v: &str) -> Result<Duration, String> {
-    parse_duration(v).ok_or_else(|| format!("--{opt}: {v:?} is not a duration"))
+/// What the host sends after the WAV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TailArg {
+    /// Silence frames until the call ends.
+    Silence,
+    /// No frames at all (like DTX).
+    None,
+}
+
+fn speed(v: &str) -> Result<f64, String> {
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| "must be a positive number".to_string())
+}
+
+/// `TIME:KEY`, e.g. `3s:5`.
+fn key_at(v: &str) -> Result<(Duration, char), String> {
+    let (t, k) = v.rsplit_once(':').ok_or("use TIME:KEY")?;
+    let key = k.chars().next().filter(|c| k.len() == 1 && "0123456789*#ABCD".contains(*c)).ok_or("the key must be one of 0-9, *, #, A-D")?;
+    Ok((duration(t)?, key))
+}
+
+/// `NAME=DURATION`.
+fn sound(v: &str) -> Result<(String, Duration), String> {
+    let (n, d) = v.split_once('=').ok_or("use NAME=DURATION")?;
+    Ok((n.to_string(), duration(d)?))
 }
 
 impl SimArgs {
@@ -99,24 +118,17 @@ impl SimArgs {
         let mut o = SimOptions::new(bridge, samples, rate);
         // The call as Asterisk would run it: the environment's (or the default) server choice.
         o.env.retain(|(k, _)| k != "ASR_BRIDGE_SERVER");
+        o.inherit_env = true;
         o.bridge_args = self.bridge_args.clone();
-        o.speed = if self.speed > 0.0 { self.speed } else { return Err("--speed must be positive".into()) };
-        o.hangup_at = self.hangup_at.as_deref().map(|v| dur("hangup-at", v)).transpose()?;
-        o.close_audio_at = self.close_audio_at.as_deref().map(|v| dur("close-audio-at", v)).transpose()?;
-        o.lead_silence = self.lead_silence.as_deref().map(|v| dur("lead-silence", v)).transpose()?.unwrap_or_default();
-        for d in &self.dtmf {
-            let (t, k) = d.rsplit_once(':').ok_or_else(|| format!("--dtmf {d:?}: use TIME:KEY"))?;
-            let key = k.chars().next().filter(|c| "0123456789*#ABCD".contains(*c)).ok_or_else(|| format!("--dtmf {d:?}: bad key"))?;
-            o.dtmf.push((dur("dtmf", t)?, key));
-        }
-        for s in &self.sound {
-            let (n, d) = s.split_once('=').ok_or_else(|| format!("--sound {s:?}: use NAME=DURATION"))?;
-            o.sounds.insert(n.to_string(), dur("sound", d)?);
-        }
-        o.tail = match self.tail.as_str() {
-            "silence" => Tail::Silence,
-            "none" => Tail::Nothing,
-            t => return Err(format!("--tail {t:?}: use silence or none")),
+        o.speed = self.speed;
+        o.hangup_at = self.hangup_at;
+        o.close_audio_at = self.close_audio_at;
+        o.lead_silence = self.lead_silence.unwrap_or_default();
+        o.dtmf.extend(self.dtmf.iter().copied());
+        o.sounds.extend(self.sound.iter().cloned());
+        o.tail = match self.tail {
+            TailArg::Silence => Tail::Silence,
+            TailArg::None => Tail::Nothing,
         };
         o.plain_agi = self.plain_agi;
         if let Some(f) = &self.format {
@@ -125,35 +137,19 @@ impl SimArgs {
         o.audio_out = self.audio_out.clone();
         o.mark_s = self.mark_s;
         o.child_stderr = self.child_stderr.clone();
-        o.max_wall = dur("max-wall", &self.max_wall)?;
+        o.max_wall = self.max_wall;
         o.echo = !self.quiet;
         Ok(o)
     }
 }
 
-/// Entry point of `asr_bridge simulate`.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let args = match SimArgs::try_parse_from(std::iter::once("simulate".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    let opts = match args.options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("simulate: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Runs `asr_bridge simulate`: status 0 when the bridge exited 0 on its own.
+pub fn run(args: SimArgs) -> crate::ModeResult {
+    let opts = args.options()?;
     if !args.quiet {
         println!("simulated Asterisk host: {} -> fd 3 at {} Hz, speed {}x", args.wav.as_ref().map(|p| p.display().to_string()).unwrap_or("silence".into()), opts.rate, opts.speed);
     }
-    let res = match run(opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("simulate: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let res = host::run(opts)?;
     if !args.quiet {
         println!("\nvariables set by the bridge:");
         for (k, v) in &res.vars {
@@ -165,14 +161,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         );
     }
     if let Some(p) = &args.json {
-        if let Err(e) = std::fs::write(p, serde_json::to_vec_pretty(&res).unwrap_or_default()) {
-            eprintln!("simulate: writing {}: {e}", p.display());
-            return ExitCode::from(2);
-        }
+        std::fs::write(p, serde_json::to_vec_pretty(&res)?).map_err(|e| format!("writing {}: {e}", p.display()))?;
     }
-    if res.exit_code == Some(0) && !res.killed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(if res.exit_code == Some(0) && !res.killed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

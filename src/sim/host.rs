@@ -56,12 +56,16 @@ pub struct SimOptions {
     pub sounds: HashMap<String, Duration>,
     /// Replace the header with these exact bytes (fault tests).
     pub raw_header: Option<Vec<u8>>,
-    /// Extra environment for the child (later entries win). [`SimOptions::new`] starts it with
-    /// `ASR_BRIDGE_SERVER=none`: a simulated call recognizes in-process unless its arguments
-    /// (or a later entry) name a server, so a test or a bench row never starts a resident
-    /// server by the default `--server=auto`, nor picks up one from the developer's
-    /// environment. `asr_bridge simulate` removes it: there the call runs as Asterisk would.
+    /// The child's whole environment besides `PATH` (later entries win): nothing of the
+    /// developer's environment reaches the bridge unless `inherit_env` is set, so an exported
+    /// `ASR_BRIDGE_SERVER` or `ASR_BRIDGE_MODEL` cannot change what a test runs.
+    /// [`SimOptions::new`] starts it with `ASR_BRIDGE_SERVER=none`: a simulated call
+    /// recognizes in-process unless its arguments (or a later entry) name a server, so a test
+    /// or a bench row never starts a resident server by the default `--server=auto`.
     pub env: Vec<(String, String)>,
+    /// Pass this process's environment on to the child, as Asterisk does to an AGI program
+    /// (`asr_bridge simulate`, which also drops `ASR_BRIDGE_SERVER=none` from `env`).
+    pub inherit_env: bool,
     /// Where the child's stderr goes (None: /dev/null).
     pub child_stderr: Option<PathBuf>,
     /// Save every byte written to fd 3 here.
@@ -125,6 +129,7 @@ impl SimOptions {
             sounds: HashMap::new(),
             raw_header: None,
             env: vec![("ASR_BRIDGE_SERVER".into(), "none".into())],
+            inherit_env: false,
             child_stderr: None,
             audio_out: None,
             mark_s: None,
@@ -495,6 +500,12 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
     let (audio_r, audio_w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     set_nonblocking(audio_w.as_raw_fd()).map_err(std::io::Error::from)?;
     let mut cmd = Proc::new(&opts.bridge);
+    if !opts.inherit_env {
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+    }
     cmd.args(&opts.bridge_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
 use serde_json::json;
 
 use crate::asr::engine::{load_model, transcribe_samples};
@@ -17,8 +16,7 @@ use crate::audio::wav::read_mono16;
 use crate::log::rusage;
 
 /// Recognizes a WAV straight through libvosk.
-#[derive(Debug, Parser)]
-#[command(name = "asr_bridge transcribe")]
+#[derive(Debug, clap::Args)]
 pub struct TranscribeArgs {
     /// Mono 16-bit WAV.
     #[arg(long)]
@@ -35,29 +33,24 @@ pub struct TranscribeArgs {
     pub repeat: u32,
 }
 
-/// Entry point of `asr_bridge transcribe`.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let args = match TranscribeArgs::try_parse_from(std::iter::once("transcribe".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    let run = || -> Result<serde_json::Value, String> {
-        let (mut samples, rate) = read_mono16(&args.wav).map_err(|e| e.to_string())?;
-        if let Some(n) = args.samples {
-            samples.truncate(n);
-        }
-        let info = inspect(&args.model).map_err(|e| e.to_string())?;
-        let (model, load) = load_model(&info).map_err(|e| e.to_string())?;
-        let (cpu0, _) = rusage();
-        let t = Instant::now();
-        let tr = transcribe_samples(&model, &info, rate, &samples, &Default::default()).map_err(|e| e.to_string())?;
-        let (cpu1, rss) = rusage();
-        let mut repeats = Vec::new();
-        for _ in 0..args.repeat {
-            let r = transcribe_samples(&model, &info, rate, &samples, &Default::default()).map_err(|e| e.to_string())?;
-            repeats.push(json!({"text": r.text, "confidence": r.confidence(), "same": r == tr}));
-        }
-        Ok(json!({
+/// Runs `asr_bridge transcribe`: prints one JSON object.
+pub fn run(args: TranscribeArgs) -> crate::ModeResult {
+    let (mut samples, rate) = read_mono16(&args.wav)?;
+    if let Some(n) = args.samples {
+        samples.truncate(n);
+    }
+    let info = inspect(&args.model)?;
+    let (model, load) = load_model(&info)?;
+    let (cpu0, _) = rusage();
+    let t = Instant::now();
+    let tr = transcribe_samples(&model, &info, rate, &samples, &Default::default())?;
+    let (cpu1, rss) = rusage();
+    let mut repeats = Vec::new();
+    for _ in 0..args.repeat {
+        let r = transcribe_samples(&model, &info, rate, &samples, &Default::default())?;
+        repeats.push(json!({"text": r.text, "confidence": r.confidence(), "same": r == tr}));
+    }
+    let v = json!({
             "repeats": repeats,
             "text": tr.text,
             "confidence": tr.confidence(),
@@ -69,16 +62,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             "decode_wall_s": t.elapsed().as_secs_f64(),
             "decode_cpu_s": cpu1 - cpu0,
             "peak_rss_kb": rss,
-        }))
-    };
-    match run() {
-        Ok(v) => {
-            println!("{v}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("transcribe: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    });
+    println!("{v}");
+    Ok(ExitCode::SUCCESS)
 }
