@@ -25,7 +25,7 @@ fn transcript_equals_direct_libvosk_on_every_bundled_wav() {
         call.opts.audio_out = Some(host_audio.clone());
         let out = call.run();
         out.assert_ok();
-        let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+        let consumed = out.json().samples_consumed.unwrap();
         // --record holds exactly the samples consumed, and they are what the host wrote.
         let (recorded, rate) = asr_bridge::audio::wav::read_mono16(&rec).unwrap();
         assert_eq!(rate, 8000);
@@ -44,7 +44,7 @@ fn transcript_equals_direct_libvosk_on_every_bundled_wav() {
         assert!((conf - d["confidence"].as_f64().unwrap()).abs() < 0.006, "{name}");
         assert_eq!(out.var("ASR_CAUSE"), "000");
         assert_eq!(out.var("ASR_ERROR"), "");
-        assert_eq!(out.json()["samples_dropped"], 0);
+        assert_eq!(out.json().samples_dropped, 0);
     }
 }
 
@@ -63,11 +63,11 @@ fn audio_during_model_load_is_kept() {
     let out = call.run();
     out.assert_ok();
     let j = out.json();
-    let load = j["model_load_ms"].as_f64().unwrap();
-    let speech = j["speech_start_ms"].as_f64().unwrap();
+    let load = j.model_load_ms.unwrap();
+    let speech = j.speech_start_ms.unwrap();
     assert!(speech < load, "speech at {speech} ms should precede the end of model load at {load} ms");
-    assert_eq!(j["samples_dropped"], 0);
-    assert!(j["fd3_ready_ms"].as_f64().unwrap() < load, "reader ready before the model");
+    assert_eq!(j.samples_dropped, 0);
+    assert!(j.fd3_ready_ms.unwrap() < load, "reader ready before the model");
     let (recorded, _) = asr_bridge::audio::wav::read_mono16(&rec).unwrap();
     assert_eq!(&recorded[..], &samples[..recorded.len()], "recording starts at the first sample");
     let d = direct(&rec, None);
@@ -82,7 +82,7 @@ fn slin16_audio_at_16k() {
     call.opts.bridge_args.push(format!("--record={}", rec.display()));
     let out = call.run();
     out.assert_ok();
-    assert_eq!(out.json()["rate"], 16000);
+    assert_eq!(out.json().rate, Some(16000));
     let (recorded, rate) = asr_bridge::audio::wav::read_mono16(&rec).unwrap();
     assert_eq!(rate, 16000);
     let d = direct(&wav("ko-hello-16k.wav"), Some(recorded.len() as u64));
@@ -97,9 +97,9 @@ fn no_speech_is_noinput_at_the_timeout() {
     assert_eq!(out.status(), "NOINPUT", "{}", out.log);
     assert_eq!(out.var("ASR_CAUSE"), "002");
     assert_eq!(out.var("ASR_TEXT"), "");
-    assert_eq!(out.json()["end_reason"], "no_input");
+    assert_eq!(out.json().end_reason, Some(EndReason::NoInput));
     // The timer is on the media clock: 1.5 s of audio consumed, not more than a block beyond.
-    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    let consumed = out.json().samples_consumed.unwrap();
     assert!((12_000..=12_000 + 800).contains(&consumed), "consumed {consumed}");
 }
 
@@ -111,8 +111,8 @@ fn no_frames_at_all_still_times_out() {
     call.opts.speed = 1.0;
     let out = call.run();
     assert_eq!(out.status(), "NOINPUT", "{}", out.log);
-    assert_eq!(out.json()["samples_consumed"], 0);
-    assert!(out.json()["dtx_ms"].as_f64().unwrap() >= 1900.0);
+    assert_eq!(out.json().samples_consumed, Some(0));
+    assert!(out.json().dtx_ms.unwrap() >= 1900.0);
     let set = out.res.var_times["ASR_STATUS"];
     assert!(set >= 2000.0, "NOINPUT after {set} ms, before the 2 s timeout");
 }
@@ -127,8 +127,8 @@ fn end_of_speech_without_trailing_frames() {
     call.opts.tail = asr_bridge::sim::Tail::Nothing;
     let out = call.run();
     out.assert_ok();
-    assert_eq!(out.json()["end_reason"], "end_of_speech");
-    assert!(out.json()["dtx_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(out.json().end_reason, Some(EndReason::EndOfSpeech));
+    assert!(out.json().dtx_ms.unwrap() > 0.0);
 }
 
 #[test]
@@ -139,9 +139,9 @@ fn endless_speech_ends_at_max_duration() {
     assert_eq!(out.var("ASR_CAUSE"), "008");
     assert!(!out.var("ASR_TEXT").is_empty());
     let j = out.json();
-    assert_eq!(j["end_reason"], "max_duration");
-    let start = j["speech_start_ms"].as_f64().unwrap();
-    let consumed_ms = j["samples_consumed"].as_f64().unwrap() / 8.0;
+    assert_eq!(j.end_reason, Some(EndReason::MaxDuration));
+    let start = j.speech_start_ms.unwrap();
+    let consumed_ms = (j.samples_consumed.unwrap() as f64) / 8.0;
     assert!((consumed_ms - start - 3000.0).abs() <= 120.0, "cut at {consumed_ms} ms, speech from {start} ms");
 }
 
@@ -165,7 +165,7 @@ fn hangup_while_the_model_loads() {
     call.opts.hangup_at = Some(Duration::from_millis(300));
     let out = call.run();
     assert_eq!(out.status(), "HANGUP", "{}", out.log);
-    assert!(out.json()["model_load_ms"].is_null(), "hung up before the model loaded");
+    assert!(out.json().model_load_ms.is_none(), "hung up before the model loaded");
     assert!(out.res.exit_after_hangup_ms.unwrap() < 2000.0);
 }
 
@@ -263,7 +263,7 @@ fn model_without_upsampling_is_fed_resampled_audio() {
     call.opts.bridge_args.push(format!("--model={}", variant.display()));
     let out = call.run();
     out.assert_ok();
-    assert_eq!(out.json()["resampling"], true);
+    assert_eq!(out.json().resampling, true);
     assert!(!out.var("ASR_TEXT").is_empty());
 }
 

@@ -41,7 +41,7 @@ fn call_in_real_time(wav_name: &'static str, args: Vec<String>) -> std::thread::
 /// The call's text and confidence are exactly what the in-process engine makes of the samples
 /// the call consumed.
 fn assert_same_as_in_process(out: &Outcome, name: &str) {
-    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    let consumed = out.json().samples_consumed.unwrap();
     let d = direct(&wav(name), Some(consumed));
     assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "{name}; log:\n{}", out.log);
     let conf = d["confidence"].as_f64().map(|c| format!("{c:.2}")).unwrap_or_default();
@@ -50,11 +50,11 @@ fn assert_same_as_in_process(out: &Outcome, name: &str) {
 
 /// The servers the JSON line says served the call.
 fn served_by(out: &Outcome) -> Vec<String> {
-    out.json()["servers"].as_array().unwrap_or_else(|| panic!("no servers key: {}", out.json())).iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    out.json().servers.clone()
 }
 
 fn failovers(out: &Outcome) -> u64 {
-    out.json()["failovers"].as_u64().unwrap_or_else(|| panic!("no failovers key: {}", out.json()))
+    out.json().failovers.into()
 }
 
 fn assert_error(out: &Outcome, cause: &str, says: &str) {
@@ -103,7 +103,7 @@ fn a_server_killed_mid_call_is_replaced_by_the_next_with_the_same_text() {
     let out = handle.join().unwrap();
     out.assert_ok();
     out.assert_no_audio_lost();
-    assert_eq!(out.json()["backend"], "server", "no in-process fallback: {}", out.log);
+    assert_eq!(out.json().backend, Backend::Server, "no in-process fallback: {}", out.log);
     assert_eq!(served_by(&out), [a.addr(), b.addr()]);
     assert_eq!(failovers(&out), 1);
     assert!(out.log.contains("took over"), "{}", out.log);
@@ -122,7 +122,7 @@ fn servers_that_cannot_take_the_call_are_skipped_in_order() {
     let c = Server::start(&[]);
     let out = call("ko-hello-8k.wav", &[&format!("--server={nope}"), &format!("--server={},{}", busy.addr(), c.addr()), PATIENT, "--end-silence=700ms"]);
     out.assert_ok();
-    assert_eq!(out.json()["backend"], "server");
+    assert_eq!(out.json().backend, Backend::Server);
     assert_eq!(served_by(&out), [c.addr()]);
     assert_eq!(failovers(&out), 0);
     assert_eq!(busy.requests().len(), 1, "the busy one was asked once");
@@ -144,13 +144,13 @@ fn only_a_marked_503_is_busy_a_balancers_503_or_502_is_unreachable() {
 
     let out = call("ko-hello-8k.wav", &[&server(&no_server)]);
     assert_error(&out, "101", "unreachable: HTTP 503 Service Unavailable");
-    assert!(out.json()["model_load_ms"].is_null(), "no model loaded");
+    assert!(out.json().model_load_ms.is_none(), "no model loaded");
     let out = call("ko-hello-8k.wav", &[&server(&bad_gateway)]);
     assert_error(&out, "101", "unreachable: HTTP 502 Bad Gateway");
 
     let out = call("ko-hello-8k.wav", &[&server(&no_server), "--server-fallback", "--end-silence=700ms"]);
     out.assert_ok();
-    assert_eq!(out.json()["backend"], "fallback");
+    assert_eq!(out.json().backend, Backend::Fallback);
     assert_same_as_in_process(&out, "ko-hello-8k.wav");
 
     for fallback in [false, true] {
@@ -159,12 +159,12 @@ fn only_a_marked_503_is_busy_a_balancers_503_or_502_is_unreachable() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = call("ko-hello-8k.wav", &args);
         assert_error(&out, "100", "busy: at capacity (2 calls)");
-        assert!(out.json()["model_load_ms"].is_null(), "busy is never fallen back from");
+        assert!(out.json().model_load_ms.is_none(), "busy is never fallen back from");
     }
     // Busy and unreachable: the servers that answered are full, so busy.
     let out = call("ko-hello-8k.wav", &[&format!("--server={},{}", bad_gateway.addr(), busy.addr()), "--server-fallback"]);
     assert_error(&out, "100", "HTTP 502 Bad Gateway");
-    assert!(out.json()["model_load_ms"].is_null());
+    assert!(out.json().model_load_ms.is_none());
     // Each call asked each server once.
     assert_eq!((no_server.requests().len(), bad_gateway.requests().len(), busy.requests().len()), (2, 2, 3));
 }
@@ -234,7 +234,7 @@ fn through_a_balancer(lb: &Balancer, a: &Server, b: &Server, spread: u64, after:
     let out = handle.join().unwrap();
     out.assert_ok();
     out.assert_no_audio_lost();
-    assert_eq!(out.json()["backend"], "server", "{}", out.log);
+    assert_eq!(out.json().backend, Backend::Server, "{}", out.log);
     assert_eq!((served_by(&out), failovers(&out)), (vec![pool.clone()], 1), "the same address again: {}", out.log);
     assert!(!out.var("ASR_TEXT").is_empty());
     for _ in 0..after {
@@ -269,7 +269,7 @@ fn haproxy_spreads_calls_and_carries_a_call_across_a_killed_backend() {
     through_a_balancer(&lb, &a, &b, 2, 1);
     let out = call("ko-hello-8k.wav", &[&format!("--server={}", lb.addr()), "--server-fallback", "--end-silence=700ms"]);
     out.assert_ok();
-    assert_eq!(out.json()["backend"], "fallback", "{}", out.log);
+    assert_eq!(out.json().backend, Backend::Fallback, "{}", out.log);
     assert!(out.log.contains("HTTP 503 Service Unavailable"), "{}", out.log);
 }
 

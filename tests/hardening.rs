@@ -90,7 +90,7 @@ fn honest(server: &Server) -> (String, f64) {
     call.opts.speed = 1.0; // at the pace of a real call: what the limits must keep
     let out = call.run();
     out.assert_ok();
-    (out.var("ASR_TEXT").to_string(), out.json()["result_latency_ms"].as_f64().expect("result_latency_ms"))
+    (out.var("ASR_TEXT").to_string(), out.json().result_latency_ms.expect("result_latency_ms"))
 }
 
 /// The honest call on the idle server (after one call that warms it), then while `abuse` runs

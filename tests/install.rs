@@ -115,7 +115,8 @@ fn install_doctor_call_uninstall() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&res).unwrap()).unwrap();
     assert_eq!(r["vars"]["ASR_STATUS"], "OK", "{r:#}");
     assert_eq!(r["vars"]["ASR_CHOICE"], "100");
-    assert!(std::fs::read_to_string(&calls).unwrap().contains("\"status\":\"OK\""), "json-log from the file defaults");
+    let record = CallRecord::last_in(&calls).expect("json-log from the file defaults");
+    assert_eq!((record.status, record.choice.as_str()), (asr_bridge::session::Status::Ok, "100"), "{record}");
 
     // uninstall leaves no file behind.
     let out = make("uninstall", &dest);
@@ -156,4 +157,30 @@ fn models_root_picks_the_call_language() {
     let out = call.run();
     assert_eq!(out.status(), "ERROR");
     assert!(out.var("ASR_ERROR").contains("no model for language \"ko\"") && out.var("ASR_ERROR").contains("found: en"), "{}", out.var("ASR_ERROR"));
+}
+
+/// `--help`, the man page and the completions come from one clap definition: every mode is in
+/// each, and the EAGI call's options are in the top-level help.
+#[test]
+fn help_man_page_and_completions_list_every_mode() {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let help = run(&["--help"]);
+    let man = run(&["man"]);
+    let bash = run(&["completions", "bash"]);
+    for mode in ["serve", "stats", "simulate", "transcribe", "bench", "doctor", "man", "completions"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(mode)), "--help lists {mode}:\n{help}");
+        assert!(man.contains(&format!("asr_bridge\\-{mode}")), "the man page lists {mode}");
+        assert!(bash.contains(mode), "bash completions know {mode}");
+        let sub = run(&[mode, "--help"]);
+        assert!(sub.contains("Usage: asr_bridge"), "{mode} --help: {sub}");
+    }
+    assert!(help.contains("--end-silence") && man.contains("end\\-silence"), "the EAGI call's options");
+    // A mode's bad value is refused where it enters, naming the option (exit 2, clap's status).
+    let out = Command::new(bin()).args(["serve", "--idle-timeout=soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--idle-timeout"), "{}", String::from_utf8_lossy(&out.stderr));
 }

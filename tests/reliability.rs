@@ -71,7 +71,7 @@ fn unknown_reply_code_or_usage_block_for_get_variable_falls_back_to_slin() {
         call.opts.faults.replies.push(("GET VARIABLE".into(), lines.clone()));
         let out = call.run();
         out.assert_ok();
-        assert_eq!(out.json()["rate"], 8000);
+        assert_eq!(out.json().rate, Some(8000));
         assert!(out.log.contains("assuming slin"), "{lines:?}: {}", out.log);
     }
 }
@@ -125,7 +125,7 @@ fn fd3_closed_mid_utterance_keeps_what_was_said() {
     call.opts.speed = 1.0;
     call.opts.close_audio_at = Some(Duration::from_millis(2300));
     let out = call.run();
-    assert_eq!(out.json()["end_reason"], "audio_closed");
+    assert_eq!(out.json().end_reason, Some(EndReason::AudioClosed));
     assert_eq!(out.status(), "OK", "{}", out.log);
     assert!(!out.var("ASR_TEXT").is_empty());
 }
@@ -142,7 +142,7 @@ fn odd_byte_counts_and_bursts_lose_nothing() {
         call.opts.audio_out = Some(host.clone());
         let out = call.run();
         out.assert_ok();
-        assert_eq!(out.json()["samples_dropped"], 0);
+        assert_eq!(out.json().samples_dropped, 0);
         let (recorded, _) = asr_bridge::audio::wav::read_mono16(&rec).unwrap();
         let bytes: Vec<u8> = recorded.iter().flat_map(|s| s.to_ne_bytes()).collect();
         let written = std::fs::read(&host).unwrap();
@@ -162,12 +162,12 @@ fn audio_during_the_model_load_is_heard_at_once_and_noinput_does_not_wait_for_it
     call.opts.speed = 60.0;
     let out = call.run();
     assert_eq!(out.status(), "NOINPUT");
-    assert_eq!(out.json()["samples_dropped"], 0, "{}", out.json());
-    assert!(out.json()["model_load_ms"].is_null(), "decided before the model loaded: {}", out.json());
+    assert_eq!(out.json().samples_dropped, 0, "{}", out.json());
+    assert!(out.json().model_load_ms.is_none(), "decided before the model loaded: {}", out.json());
     // The timer starts where listening started (WAIT FOR DIGIT): 1 s of audio after that.
     let listen_ms = out.res.dialogue.iter().find(|l| l.dir == Dir::Rx && l.text.starts_with("WAIT FOR DIGIT")).expect("listened").t_ms;
     let listen_at = (listen_ms * 60.0 * 8.0) as u64;
-    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    let consumed = out.json().samples_consumed.unwrap();
     assert!(consumed >= 8000 && consumed <= listen_at + 8000 + 8000, "1 s after listening began at {listen_at}, not the backlog: {consumed}");
 }
 
@@ -187,9 +187,9 @@ fn audio_beyond_the_decoder_ring_is_counted_and_logged() {
     call.opts.speed = 60.0;
     call.opts.tail = asr_bridge::sim::Tail::Nothing;
     let out = call.run();
-    let behind = out.json()["decoder_dropped"].as_u64().unwrap();
+    let behind = out.json().decoder_dropped;
     assert!(behind >= 20 * 8000, "90 s heard, 64 s held: about 24 s over: {}", out.json());
-    assert_eq!(out.json()["samples_dropped"], 0, "nothing lost at fd 3: {}", out.json());
+    assert_eq!(out.json().samples_dropped, 0, "nothing lost at fd 3: {}", out.json());
     assert!(out.log.contains("dropped before the decoder"), "{}", out.log);
     assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
 }
@@ -207,7 +207,7 @@ fn audio_after_the_end_of_speech_is_not_counted_lost_while_the_text_is_awaited()
     call.opts.speed = 60.0;
     let out = call.run();
     assert_eq!(out.res.frames_dropped, 0, "{}", out.log);
-    assert_eq!(out.json()["samples_dropped"], 0, "{}", out.json());
+    assert_eq!(out.json().samples_dropped, 0, "{}", out.json());
     assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
 }
 

@@ -66,8 +66,8 @@ impl Drop for Runtime {
     }
 }
 
-fn backend(o: &Outcome) -> &str {
-    o.json()["backend"].as_str().unwrap_or("")
+fn backend(o: &Outcome) -> Backend {
+    o.json().backend
 }
 
 /// The descriptors of `pid` that are pipes.
@@ -87,7 +87,7 @@ fn two_calls_in_a_row_leave_one_server_and_the_second_is_served_at_once() {
     let rt = Runtime::new();
     let first = rt.call("ko-hello-8k.wav", &[]).run();
     first.assert_ok();
-    assert_eq!(backend(&first), "server", "the first call streams to the server it started: {}", first.log);
+    assert_eq!(backend(&first), Backend::Server, "the first call streams to the server it started: {}", first.log);
     assert!(first.log.contains("started the resident server"), "{}", first.log);
     let servers = rt.servers();
     assert_eq!(servers.len(), 1, "{servers:?}");
@@ -98,11 +98,11 @@ fn two_calls_in_a_row_leave_one_server_and_the_second_is_served_at_once() {
 
     let second = rt.call("ko-numbers-8k.wav", &[]).run();
     second.assert_ok();
-    assert_eq!(backend(&second), "server", "{}", second.log);
+    assert_eq!(backend(&second), Backend::Server, "{}", second.log);
     assert!(!second.log.contains("started the resident server"), "{}", second.log);
     assert_eq!(rt.servers(), servers, "the same server, and only it");
     // Ready to stream: the first call waited for the model to load, the second did not.
-    let ready = |o: &Outcome| o.json()["ready_ms"].as_f64().unwrap();
+    let ready = |o: &Outcome| o.json().ready_ms.unwrap();
     assert!(ready(&first) > 1000.0, "the first call waited for the model: {} ms", ready(&first));
     assert!(ready(&second) < 500.0, "the second found the model loaded: {} ms", ready(&second));
 }
@@ -123,10 +123,10 @@ fn eight_calls_started_together_start_one_server() {
     assert_eq!(started, 1, "exactly one call started it");
     // The server admits 2 calls per core; a call past that recognizes in-process rather than
     // fail (the resident server is the bridge's choice, not the dialplan's).
-    let served = outs.iter().filter(|o| backend(o) == "server").count();
+    let served = outs.iter().filter(|o| backend(o) == Backend::Server).count();
     assert!(served >= 2, "{served} of 8 served");
-    for o in outs.iter().filter(|o| backend(o) != "server") {
-        assert_eq!(backend(o), "fallback", "{}", o.log);
+    for o in outs.iter().filter(|o| backend(o) != Backend::Server) {
+        assert_eq!(backend(o), Backend::Fallback, "{}", o.log);
         assert!(o.log.contains("busy"), "{}", o.log);
     }
 }
@@ -148,7 +148,7 @@ fn a_resident_server_killed_mid_call_is_taken_over_in_process() {
         call.join().unwrap()
     });
     out.assert_ok();
-    assert_eq!(backend(&out), "fallback", "{}", out.log);
+    assert_eq!(backend(&out), Backend::Fallback, "{}", out.log);
     assert!(out.log.contains("took over"), "{}", out.log);
 }
 
@@ -162,7 +162,7 @@ fn a_runtime_directory_that_cannot_be_used_means_in_process_with_a_clear_log_lin
     c.opts.env.push(("XDG_RUNTIME_DIR".into(), not_a_dir.display().to_string()));
     let o = c.run();
     o.assert_ok();
-    assert_eq!(backend(&o), "in-process", "{}", o.log);
+    assert_eq!(backend(&o), Backend::InProcess, "{}", o.log);
     assert!(o.log.contains("resident server: XDG_RUNTIME_DIR") && o.log.contains("recognizing in-process"), "{}", o.log);
 }
 
@@ -177,7 +177,7 @@ fn server_none_recognizes_in_process_and_starts_nothing() {
     c.opts.env.push(("ASR_BRIDGE_SERVER".into(), "auto".into()));
     let o = c.run();
     o.assert_ok();
-    assert_eq!(backend(&o), "in-process", "{}", o.log);
+    assert_eq!(backend(&o), Backend::InProcess, "{}", o.log);
     assert!(rt.servers().is_empty());
 }
 

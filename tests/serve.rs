@@ -25,7 +25,7 @@ fn served(wav_name: &str, server: &Server, args: &[&str]) -> Outcome {
 /// The call's text and confidence are exactly what the in-process engine (libvosk on a fresh
 /// model, `transcribe`) makes of the samples the call consumed.
 fn assert_same_as_in_process(out: &Outcome, name: &str) {
-    let consumed = out.json()["samples_consumed"].as_u64().unwrap();
+    let consumed = out.json().samples_consumed.unwrap();
     let d = direct(&wav(name), Some(consumed));
     assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap(), "{name}");
     let conf = d["confidence"].as_f64().map(|c| format!("{:.2}", c)).unwrap_or_default();
@@ -44,10 +44,10 @@ fn served_results_equal_in_process_on_every_bundled_wav() {
         let server = Server::start(&[]);
         let out = served(name, &server, &["--end-silence=700ms"]);
         out.assert_ok();
-        assert_eq!(out.json()["backend"], "server", "{name}");
-        assert!(out.json()["model_load_ms"].as_f64().is_some());
+        assert_eq!(out.json().backend, Backend::Server, "{name}");
+        assert!(out.json().model_load_ms.is_some());
         assert_same_as_in_process(&out, name);
-        assert_eq!(out.json()["samples_dropped"], 0);
+        assert_eq!(out.json().samples_dropped, 0);
         let s = server.wait_for("the call's end", |s| s["active"] == 0);
         assert_eq!(s["completed"], 1, "{s:#}");
     }
@@ -61,10 +61,10 @@ fn later_calls_on_one_server_match_libvosk_sharing_one_model() {
     let server = Server::start(&[]);
     let name = "ko-numbers-8k.wav";
     let outs: Vec<Outcome> = (0..3).map(|_| served(name, &server, &["--end-silence=700ms"])).collect();
-    let consumed = outs[0].json()["samples_consumed"].as_u64().unwrap();
+    let consumed = outs[0].json().samples_consumed.unwrap();
     for o in &outs {
         o.assert_ok();
-        assert_eq!(o.json()["samples_consumed"].as_u64(), Some(consumed), "the endpoint does not depend on the backend");
+        assert_eq!(o.json().samples_consumed, Some(consumed), "the endpoint does not depend on the backend");
     }
     let out = Command::new(bin())
         .args(["transcribe", "--repeat", "2", "--samples", &consumed.to_string(), "--wav"])
@@ -126,7 +126,7 @@ fn server_at_capacity_refuses_at_once() {
     assert_eq!(out.var("ASR_CAUSE"), "100");
     assert!(out.var("ASR_ERROR").contains("busy"), "{}", out.var("ASR_ERROR"));
     assert!(out.var("ASR_ERROR").contains("at capacity"), "{}", out.var("ASR_ERROR"));
-    assert!(out.json()["model_load_ms"].is_null(), "no model loaded, no decoding");
+    assert!(out.json().model_load_ms.is_none(), "no model loaded, no decoding");
     assert!(out.res.child_ms < 10_000.0, "refused, not queued: {} ms", out.res.child_ms);
     assert_eq!(server.stats()["refused"], 1);
     drop(holder);
@@ -145,7 +145,7 @@ fn unreachable_server_with_and_without_fallback() {
     assert_eq!(out.status(), "ERROR");
     assert_eq!(out.var("ASR_CAUSE"), "101");
     assert!(out.var("ASR_ERROR").contains("unreachable"), "{}", out.var("ASR_ERROR"));
-    assert!(out.json()["model_load_ms"].is_null());
+    assert!(out.json().model_load_ms.is_none());
 
     // A TCP port nobody listens on.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -154,8 +154,8 @@ fn unreachable_server_with_and_without_fallback() {
 
     let out = Call::new("ko-hello-8k.wav", &[&arg, "--server-fallback", "--end-silence=700ms"]).run();
     out.assert_ok();
-    assert_eq!(out.json()["backend"], "fallback");
-    let d = direct(&wav("ko-hello-8k.wav"), out.json()["samples_consumed"].as_u64());
+    assert_eq!(out.json().backend, Backend::Fallback);
+    let d = direct(&wav("ko-hello-8k.wav"), out.json().samples_consumed);
     assert_eq!(out.var("ASR_TEXT"), d["text"].as_str().unwrap());
     assert!(out.log.contains("falling back"), "{}", out.log);
 
@@ -220,8 +220,8 @@ fn server_lost_mid_call_with_fallback_keeps_the_callers_words() {
         let (server, out) = server_signalled_mid_call(sig, Duration::from_millis(1500), &["--server-fallback", "--end-silence=700ms"]);
         out.assert_ok();
         out.assert_no_audio_lost();
-        assert_eq!(out.json()["backend"], "fallback", "signal {sig}");
-        assert!(out.json()["fallback_ms"].as_f64().is_some());
+        assert_eq!(out.json().backend, Backend::Fallback, "signal {sig}");
+        assert!(out.json().fallback_ms.is_some());
         assert!(out.log.contains("audio replayed"), "{}", out.log);
         assert_same_as_in_process(&out, "ko-long-8k.wav");
         if sig == libc::SIGSTOP {
@@ -339,8 +339,8 @@ fn served_menu_with_a_grammar_matches_in_process() {
     for v in ["ASR_STATUS", "ASR_TEXT", "ASR_CONFIDENCE", "ASR_CHOICE", "ASR_CAUSE"] {
         assert_eq!(s.var(v), local.var(v), "{v}");
     }
-    assert_eq!(s.json()["backend"], "server");
-    assert_eq!(local.json()["backend"], "in-process");
+    assert_eq!(s.json().backend, Backend::Server);
+    assert_eq!(local.json().backend, Backend::InProcess);
 }
 
 /// `asr_bridge doctor --server` says whether the server answers (and what it serves).
@@ -397,7 +397,7 @@ fn server_lost_between_attempts_falls_back_only_when_asked() {
         if fallback {
             assert_eq!(out.status(), "NOINPUT", "{:?}\n{}", out.res.vars, out.log);
             assert!(out.log.contains("falling back"), "{}", out.log);
-            assert_eq!(out.json()["attempts"], 2);
+            assert_eq!(out.json().attempts, 2);
         } else {
             assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);
         }
@@ -430,7 +430,7 @@ fn server_restart_before_the_first_attempt_is_survived() {
     let _ = again.kill();
     let _ = again.wait();
     out.assert_ok();
-    assert_eq!(out.json()["backend"], "server");
+    assert_eq!(out.json().backend, Backend::Server);
     assert!(out.log.contains("opening a new one"), "{}", out.log);
 }
 
@@ -567,7 +567,7 @@ fn socket_activation_serves_on_the_passed_listener() {
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     let status = server.wait().unwrap();
     call.assert_ok();
-    assert_eq!(call.json()["backend"], "server", "{}", call.log);
+    assert_eq!(call.json().backend, Backend::Server, "{}", call.log);
     assert!(status.success(), "{status:?}");
     assert!(!unused.exists(), "--listen is not bound when a socket is passed");
     assert!(sock.exists(), "the passed socket's file is systemd's: left in place");

@@ -72,7 +72,7 @@ fn dialogue(out: &Outcome) -> String {
 }
 
 fn assert_served(out: &Outcome) {
-    assert_eq!(out.json()["backend"], "server", "log:\n{}", out.log);
+    assert_eq!(out.json().backend, Backend::Server, "log:\n{}", out.log);
 }
 
 // ---- 1. Barge-in ------------------------------------------------------------------------
@@ -271,17 +271,17 @@ fn end_of_speech_without_frames_is_decided_after_end_silence_on_a_warm_server() 
     let _g = serial();
     let (_server, out) = warm_server_dtx_call();
     let wait = caller_wait_ms(&out);
-    let decoding = out.json()["decode_wait_ms"].as_f64().expect("decode_wait_ms in the JSON log");
+    let decoding = out.json().decode_wait_ms.expect("decode_wait_ms in the JSON log");
     let decided = wait - decoding;
     eprintln!("measured: decided {decided:.0} ms after the last speech frame, result {wait:.0} ms (decoding {decoding:.0} ms)");
     let status = out.res.vars.get("ASR_STATUS").cloned().unwrap_or_default();
     assert!(
         status == "OK" && (700.0 - VAD_END_MS..=850.0 + MARGIN_MS).contains(&decided),
-        "ASR_STATUS={status}, decided {decided:.0} ms after the last speech frame (written at {:.0} ms; JSON end_reason {}, speech_end_ms {}); \
+        "ASR_STATUS={status}, decided {decided:.0} ms after the last speech frame (written at {:.0} ms; JSON end_reason {:?}, speech_end_ms {:?}); \
          want OK at {:.0}..{:.0} ms\n{}",
         out.res.mark_written_ms.unwrap(),
-        out.json()["end_reason"],
-        out.json()["speech_end_ms"],
+        out.json().end_reason,
+        out.json().speech_end_ms,
         700.0 - VAD_END_MS,
         850.0 + MARGIN_MS,
         dialogue(&out)
@@ -290,7 +290,7 @@ fn end_of_speech_without_frames_is_decided_after_end_silence_on_a_warm_server() 
 
 fn assert_latency_reported(out: &Outcome) {
     let wait = caller_wait_ms(out);
-    let reported = out.json()["result_latency_ms"].as_f64();
+    let reported = out.json().result_latency_ms;
     eprintln!("measured: result_latency_ms {reported:?}, the caller waited {wait:.0} ms");
     assert!(
         reported.is_some_and(|r| (r - wait).abs() <= 100.0),

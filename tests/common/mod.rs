@@ -7,6 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use asr_bridge::audio::wav::read_mono16;
+#[allow(unused_imports)]
+pub use asr_bridge::asr::endpoint::EndReason;
+#[allow(unused_imports)]
+pub use asr_bridge::asr::Backend;
+pub use asr_bridge::session::CallRecord;
 use asr_bridge::sim::{self, SimOptions, SimResult};
 
 pub mod server;
@@ -88,9 +93,7 @@ impl Call {
 
     pub fn run(self) -> Outcome {
         let res = sim::run(self.opts.clone()).expect("simulated host ran");
-        let json = std::fs::read_to_string(self.path("call.json")).ok().and_then(|t| {
-            t.lines().last().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json log line"))
-        });
+        let json = std::fs::read_to_string(self.path("call.json")).ok().filter(|t| !t.trim().is_empty()).map(|_| CallRecord::last_in(&self.path("call.json")).expect("the JSON log line is a CallRecord"));
         let log = std::fs::read_to_string(self.path("bridge.log")).unwrap_or_default();
         let o = Outcome { res, json, log, call: self };
         o.assert_clean_protocol();
@@ -100,7 +103,7 @@ impl Call {
 
 pub struct Outcome {
     pub res: SimResult,
-    pub json: Option<serde_json::Value>,
+    pub json: Option<CallRecord>,
     pub log: String,
     pub call: Call,
 }
@@ -114,7 +117,7 @@ impl Outcome {
         self.var("ASR_STATUS")
     }
 
-    pub fn json(&self) -> &serde_json::Value {
+    pub fn json(&self) -> &CallRecord {
         self.json.as_ref().unwrap_or_else(|| panic!("no JSON log line; log:\n{}", self.log))
     }
 
@@ -143,8 +146,8 @@ impl Outcome {
     /// ring never overflowed, and fd 3 stayed open until the result was in the dialplan (the
     /// host sees EPIPE only when the bridge is exiting; see `SimResult::audio_closed_ms`).
     pub fn assert_no_audio_lost(&self) {
-        assert_eq!(self.res.frames_dropped, 0, "the host found fd 3's pipe full (pipe_size {}); log:\n{}", self.json()["pipe_size"], self.log);
-        assert_eq!(self.json()["samples_dropped"], 0, "the ring overflowed; log:\n{}", self.log);
+        assert_eq!(self.res.frames_dropped, 0, "the host found fd 3's pipe full (pipe_size {}); log:\n{}", self.json().pipe_size, self.log);
+        assert_eq!(self.json().samples_dropped, 0, "the ring overflowed; log:\n{}", self.log);
         if let Some(closed) = self.res.audio_closed_ms {
             let result_set = self.res.var_times.get("ASR_STATUS").copied().unwrap_or(f64::MAX);
             assert!(closed >= result_set, "fd 3 closed at {closed:.1} ms, before ASR_STATUS was set at {result_set:.1} ms");
