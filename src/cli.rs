@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::BenchArgs;
 use crate::config::CallArgs;
-use crate::doctor::DoctorArgs;
-use crate::serve::{ServeArgs, StatsArgs};
+use crate::doctor::{DoctorArgs, StatsArgs};
+use crate::serve::ServeArgs;
 use crate::sim::cli::SimArgs;
 use crate::sim::transcribe::TranscribeArgs;
 
@@ -56,9 +56,10 @@ pub enum Mode {
 impl Cli {
     /// Whether argv (without the program name) asks for a mode or for help rather than being
     /// an EAGI call: its first word names a subcommand, or is a help or version flag.
+    /// Cheap (a string match, no clap command built): it runs before the EAGI call has caught
+    /// SIGHUP.
     pub fn is_mode(args: &[String]) -> bool {
         let Some(first) = args.first() else { return false };
-        let cmd = <Cli as clap::CommandFactory>::command();
-        matches!(first.as_str(), "-h" | "--help" | "-V" | "--version" | "help") || cmd.find_subcommand(first).is_some()
+        matches!(first.as_str(), "-h" | "--help" | "-V" | "--version" | "help") || <Mode as Subcommand>::has_subcommand(first)
     }
 }

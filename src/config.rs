@@ -14,8 +14,7 @@ use crate::asr::recognizer::ServerConfig;
 use crate::asr::remote::{ServerAddr, Token};
 use crate::menu::{parse_choice, Choice};
 
-/// Where the model is looked for when neither `--model` nor `ASR_BRIDGE_MODEL` says.
-pub const DEFAULT_MODEL: &str = "/var/lib/asr_bridge/model";
+pub use crate::asr::model::DEFAULT_MODEL;
 
 /// Errors in the options.
 #[derive(Debug, thiserror::Error)]

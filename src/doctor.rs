@@ -5,6 +5,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::asr::model::inspect;
 use crate::asr::remote::{fetch_stats, ServerAddr};
@@ -279,4 +280,57 @@ pub fn run(args: &DoctorArgs) -> (String, ExitCode) {
     r.text.push_str(&format!("\n{} failed, {} warnings\n", r.failed, r.warned));
     let code = if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     (r.text, code)
+}
+
+/// Which server `asr_bridge stats` asks: `auto`, or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsTarget {
+    /// The resident server of `--model` (as a call with the default `--server=auto` finds
+    /// it), or else the installed unit's socket.
+    Auto,
+    At(ServerAddr),
+}
+
+impl std::str::FromStr for StatsTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StatsTarget, String> {
+        match s.trim() {
+            "auto" => Ok(StatsTarget::Auto),
+            other => other.parse().map(StatsTarget::At),
+        }
+    }
+}
+
+/// The options of `asr_bridge stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// The server: unix:PATH or ws://HOST:PORT; `auto`: the resident server of --model (as
+    /// a call with the default --server=auto finds it), or else the installed unit's socket.
+    #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
+    pub server: StatsTarget,
+    /// The model whose resident server `auto` means.
+    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::asr::model::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Connect and reply deadline.
+    #[arg(long, default_value = "2s", value_parser = crate::value::positive_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `asr_bridge stats`: the server's statistics as pretty JSON, for `main` to print. An
+/// error (the server cannot be reached: a health check) is for `main` to report (status 1).
+pub fn stats(a: &StatsArgs) -> Result<String, crate::ModeError> {
+    let addr = match &a.server {
+        // The model's resident server where there is one, else the installed unit's socket.
+        StatsTarget::Auto => crate::asr::resident::runtime_dir()
+            .and_then(|d| crate::asr::resident::socket_path(&d, &a.model))
+            .ok()
+            .filter(|s| s.exists())
+            .map(ServerAddr::Unix)
+            .unwrap_or_else(|| ServerAddr::Unix(PathBuf::from(crate::serve::DEFAULT_ADDRESS.trim_start_matches("unix:")))),
+        StatsTarget::At(addr) => addr.clone(),
+    };
+    let token = crate::config::client_token_from_env()?;
+    let v = fetch_stats(&addr, a.timeout, token.as_ref())?;
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
 }

@@ -52,8 +52,7 @@ pub fn proc_cpu_s(pid: u32) -> Option<f64> {
     // pid (comm) state ppid ... utime stime: fields 14 and 15, the 12th and 13th after ')'.
     let mut rest = stat.rsplit(')').next()?.split_whitespace().skip(11);
     let ticks: f64 = rest.next()?.parse::<f64>().ok()? + rest.next()?.parse::<f64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1) as f64;
     Some(ticks / hz)
 }
 

@@ -1,6 +1,8 @@
 //! `asr_bridge`: parse, run, exit. Without a subcommand it is the EAGI program Asterisk
 //! starts; the modes ([`asr_bridge::cli::Mode`]) serve, simulate, benchmark and check it.
 
+#![deny(unsafe_code)] // allowed in `eagi` only: fd 3 taken once, and _exit
+
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
@@ -57,7 +59,7 @@ fn run(mode: Mode) -> asr_bridge::ModeResult {
     match mode {
         Mode::Serve(a) => asr_bridge::serve::run(a),
         Mode::Stats(a) => {
-            print!("{}", asr_bridge::serve::stats(&a)?);
+            print!("{}", asr_bridge::doctor::stats(&a)?);
             Ok(ExitCode::SUCCESS)
         }
         Mode::Simulate(a) => asr_bridge::sim::cli::run(a),
@@ -82,6 +84,7 @@ fn run(mode: Mode) -> asr_bridge::ModeResult {
 
 /// The EAGI call: Asterisk started us with options only. Every outcome, a bad option included,
 /// goes to the dialplan as `ASR_*` variables, and the process exits 0.
+#[allow(unsafe_code)]
 fn eagi(args: Vec<String>, t0: Instant) -> ExitCode {
     // Look at fd 3 before anything opens a descriptor that could take the number 3.
     let fd3 = asr_bridge::audio::reader::check_audio_fd(asr_bridge::audio::EAGI_AUDIO_FD).map(|()| {

@@ -188,7 +188,7 @@ fn audio_beyond_the_decoder_ring_is_counted_and_logged() {
     call.opts.tail = asr_bridge::sim::Tail::Nothing;
     let out = call.run();
     let behind = out.json().decoder_dropped;
-    assert!(behind >= 20 * 8000, "90 s heard, 64 s held: about 24 s over: {}", out.json());
+    assert!(behind >= 20 * 8000, "90 s heard, 64 s held: about 24 s over: {}\n{}", out.json(), out.log);
     assert_eq!(out.json().samples_dropped, 0, "nothing lost at fd 3: {}", out.json());
     assert!(out.log.contains("dropped before the decoder"), "{}", out.log);
     assert_eq!((out.status(), out.var("ASR_CAUSE")), ("ERROR", "101"), "{}", out.log);

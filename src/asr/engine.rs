@@ -22,6 +22,7 @@ pub fn block_len(rate: u32) -> usize {
 
 /// Silences libvosk/Kaldi logging entirely (level -3; the vosk crate stops at -2).
 /// Must run before the model loads; the level is process-global.
+#[allow(unsafe_code)]
 pub fn silence_vosk_logs() {
     // SAFETY: vosk_set_log_level only stores an int in Kaldi's global verbosity.
     unsafe { vosk_sys::vosk_set_log_level(-3) };

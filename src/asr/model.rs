@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::AsrError;
 
+/// Where the model is looked for when neither `--model` nor `ASR_BRIDGE_MODEL` says.
+pub const DEFAULT_MODEL: &str = "/var/lib/asr_bridge/model";
+
 /// What the bridge needs to know about a model before loading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {

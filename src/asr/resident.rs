@@ -49,8 +49,7 @@ pub fn runtime_dir() -> Result<PathBuf, String> {
     if usable(&run) || (writable(Path::new("/run")) && std::fs::DirBuilder::new().mode(0o755).create(&run).is_ok()) {
         return Ok(run);
     }
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = nix::unistd::getuid();
     let dir = std::env::temp_dir().join(format!("asr_bridge-{uid}"));
     match private_dir(&dir) {
         Ok(()) => Ok(dir),
@@ -103,9 +102,7 @@ fn usable(dir: &Path) -> bool {
 }
 
 fn writable(dir: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: access(2) on a NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
 /// `dir` exists (created mode 0700 if not), is a real directory of this user's, and nobody
@@ -117,8 +114,7 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         Err(e) => return Err(e.to_string()),
     }
     let m = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = nix::unistd::getuid().as_raw();
     if !m.is_dir() {
         return Err("not a directory".into());
     }
@@ -135,6 +131,7 @@ fn private_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// An exclusive lock on `path`, waited for until `until`; released when the file closes.
+#[allow(unsafe_code)]
 fn lock(path: &Path, until: Instant) -> Result<File, String> {
     let f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     loop {
@@ -150,6 +147,7 @@ fn lock(path: &Path, until: Instant) -> Result<File, String> {
 }
 
 /// Starts `asr_bridge serve --on-demand` for `model` on `sock`, detached from the call.
+#[allow(unsafe_code)]
 fn spawn(exe: &Path, model: &Path, sock: &Path, log: &Path) -> Result<Child, String> {
     let mut err = OpenOptions::new().create(true).append(true).mode(0o600).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let _ = writeln!(err, "--- started on demand by pid {}", std::process::id());

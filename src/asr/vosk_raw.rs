@@ -12,6 +12,8 @@
 //! (`models/sequential.rs:11`, `recognition/sequential.rs:11` of vosk 0.3.1, pinned with `=`
 //! in Cargo.toml); the sizes are asserted below at compile time.
 
+#![allow(unsafe_code)] // the FFI module: each block says why it is sound
+
 use std::ffi::{c_char, CStr, CString};
 use std::mem::size_of;
 use std::ptr::NonNull;

@@ -45,7 +45,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::asr::engine::load_model;
 use crate::asr::model::inspect;
-use crate::asr::remote::{fetch_stats, Conn, ServerAddr, BUSY_HEADER};
+use crate::asr::remote::{Conn, BUSY_HEADER};
 use crate::asr::ModelInfo;
 use crate::log_line;
 use access::{Access, Cidr, Peer, Token};
@@ -61,7 +61,7 @@ pub const DEFAULT_ADDRESS: &str = "unix:/run/asr_bridge/asr.sock";
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Vosk model directory (loaded once).
-    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
+    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::asr::model::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Where to listen: unix:PATH or tcp:HOST:PORT (repeatable).
     #[arg(long = "listen", default_value = DEFAULT_ADDRESS)]
@@ -200,6 +200,7 @@ impl Listener {
 
     /// The sockets systemd passed (socket activation: `LISTEN_PID` is this process,
     /// `LISTEN_FDS` of them from fd 3), or None when it passed none.
+    #[allow(unsafe_code)] // the descriptors systemd passed, taken once
     fn inherited() -> Result<Option<Vec<Listener>>, String> {
         use std::os::fd::FromRawFd;
         let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
@@ -305,6 +306,7 @@ struct Shared {
 
 /// Runs `asr_bridge serve` until it is stopped; it never returns (the process ends with
 /// `_exit`, status 1 when serving failed).
+#[allow(unsafe_code)] // _exit
 pub fn run(args: ServeArgs) -> crate::ModeResult {
     let code = match serve(args) {
         Ok(()) => 0,
@@ -319,6 +321,7 @@ pub fn run(args: ServeArgs) -> crate::ModeResult {
     unsafe { libc::_exit(code) }
 }
 
+#[allow(unsafe_code)] // the signal handlers
 fn serve(args: ServeArgs) -> Result<(), String> {
     // First, while this is the only thread: the environment is read and cleared here.
     let passed = Listener::inherited()?;
@@ -973,55 +976,3 @@ enum Work {
     Final,
 }
 
-/// Which server `asr_bridge stats` asks: `auto`, or an address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatsTarget {
-    /// The resident server of `--model` (as a call with the default `--server=auto` finds
-    /// it), or else the installed unit's socket.
-    Auto,
-    At(ServerAddr),
-}
-
-impl std::str::FromStr for StatsTarget {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<StatsTarget, String> {
-        match s.trim() {
-            "auto" => Ok(StatsTarget::Auto),
-            other => other.parse().map(StatsTarget::At),
-        }
-    }
-}
-
-/// The options of `asr_bridge stats`.
-#[derive(Debug, clap::Args)]
-pub struct StatsArgs {
-    /// The server: unix:PATH or ws://HOST:PORT; `auto`: the resident server of --model (as
-    /// a call with the default --server=auto finds it), or else the installed unit's socket.
-    #[arg(long, env = "ASR_BRIDGE_SERVER", default_value = "auto")]
-    pub server: StatsTarget,
-    /// The model whose resident server `auto` means.
-    #[arg(long, env = "ASR_BRIDGE_MODEL", default_value = crate::config::DEFAULT_MODEL)]
-    pub model: PathBuf,
-    /// Connect and reply deadline.
-    #[arg(long, default_value = "2s", value_parser = crate::value::positive_duration)]
-    pub timeout: Duration,
-}
-
-/// Runs `asr_bridge stats`: the server's statistics as pretty JSON, for `main` to print. An
-/// error (the server cannot be reached: a health check) is for `main` to report (status 1).
-pub fn stats(a: &StatsArgs) -> Result<String, crate::ModeError> {
-    let addr = match &a.server {
-        // The model's resident server where there is one, else the installed unit's socket.
-        StatsTarget::Auto => crate::asr::resident::runtime_dir()
-            .and_then(|d| crate::asr::resident::socket_path(&d, &a.model))
-            .ok()
-            .filter(|s| s.exists())
-            .map(ServerAddr::Unix)
-            .unwrap_or_else(|| ServerAddr::Unix(PathBuf::from(DEFAULT_ADDRESS.trim_start_matches("unix:")))),
-        StatsTarget::At(addr) => addr.clone(),
-    };
-    let token = crate::config::client_token_from_env()?;
-    let v = fetch_stats(&addr, a.timeout, token.as_ref())?;
-    Ok(serde_json::to_string_pretty(&v)? + "\n")
-}

@@ -203,6 +203,7 @@ pub struct SimResult {
 }
 
 /// Reaps the child with wait4 to get its own resource usage.
+#[allow(unsafe_code)]
 fn wait4(pid: Pid, block: bool, res: &mut SimResult) -> std::io::Result<Option<std::process::ExitStatus>> {
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
@@ -496,6 +497,7 @@ pub fn header(opts: &SimOptions) -> Vec<u8> {
 }
 
 /// Runs one call to the end and reports what the host saw.
+#[allow(unsafe_code)] // pre_exec: fd 3 set up as res_agi.c does
 pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
     let (audio_r, audio_w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     set_nonblocking(audio_w.as_raw_fd()).map_err(std::io::Error::from)?;
