@@ -136,6 +136,7 @@ test: $(LIBVOSK) model peer-venv balancers
 	cargo test --doc --features faults
 
 lint: $(LIBVOSK)
+	cargo fmt --check
 	cargo clippy --all-targets --all-features -- -D warnings
 
 # criterion benches (ring, AGI encoding/parsing), the pipeline benchmark, then the bench
