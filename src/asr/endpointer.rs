@@ -21,7 +21,7 @@ use super::endpoint::{EndReason, SpeechTracker, Timers, VoiceDetector};
 use super::noise::NoiseGate;
 use super::recognizer::{Control, Event};
 use super::AsrError;
-use crate::audio::AudioReader;
+use crate::audio::{AudioReader, StreamPos};
 
 /// A wait for audio longer than this, with the ring empty, counts as silence (DTX).
 pub const DTX_GRACE: Duration = Duration::from_millis(60);
@@ -191,7 +191,7 @@ impl Endpointer {
                     // takes long over the last text cannot make the fd 3 ring overflow. Before
                     // the first attempt the audio is kept (the caller may speak at once).
                     if listened {
-                        self.drain_to(u64::MAX);
+                        self.drain_to(StreamPos::END);
                     }
                     continue;
                 }
@@ -227,8 +227,8 @@ impl Endpointer {
     }
 
     /// Media time (ms) of stream position `pos`, on this clock.
-    fn media_at(&self, pos: u64) -> f64 {
-        self.media() + (pos as f64 - self.samples as f64) * self.ms_per_sample()
+    fn media_at(&self, pos: StreamPos) -> f64 {
+        self.media() + (pos.0 as f64 - self.samples as f64) * self.ms_per_sample()
     }
 
     /// Accounts DTX time while the ring is empty; true when fd 3 is gone for good.
@@ -247,10 +247,10 @@ impl Endpointer {
     }
 
     /// Drops audio up to stream position `to` (it still counts on the media clock).
-    fn drain_to(&mut self, to: u64) {
+    fn drain_to(&mut self, to: StreamPos) {
         self.samples += self.frame_buf.len() as u64;
         self.frame_buf.clear();
-        let want = to.saturating_sub(self.samples).min(self.audio.consumer.slots() as u64) as usize;
+        let want = to.0.saturating_sub(self.samples).min(self.audio.consumer.slots() as u64) as usize;
         if let Ok(c) = self.audio.consumer.read_chunk(want) {
             c.commit_all();
         }
@@ -302,7 +302,7 @@ impl Endpointer {
         self.audio.t0 + Duration::from_nanos(ns)
     }
 
-    fn attempt(&mut self, timers_at: Option<u64>, events: &Sender<Event>, control: &Receiver<Control>) -> AttemptEnd {
+    fn attempt(&mut self, timers_at: Option<StreamPos>, events: &Sender<Event>, control: &Receiver<Control>) -> AttemptEnd {
         // Until the timers start (the prompt is playing), the no-input timer is held back.
         let listen_start = timers_at.map_or(f64::INFINITY, |at| self.media_at(at));
         let mut tracker = SpeechTracker::new(self.cfg.timers, listen_start);

@@ -26,7 +26,7 @@ use super::endpointer::{Controls, DecoderFeed, Endpoint, Endpointer, EndpointerC
 use super::engine::EngineOptions;
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::reader::RING_CAPACITY;
-use crate::audio::AudioReader;
+use crate::audio::{AudioReader, StreamPos};
 use super::remote::{ServerAddr, Token};
 
 /// The served mode's settings.
@@ -120,9 +120,9 @@ pub enum Control {
     /// that stream position, where listening began (None: at [`Control::StartTimers`], when
     /// the prompt ends). Positions, not "now": audio that arrived before the decision may
     /// still be in the ring.
-    Start { drain_to: Option<u64>, timers_at: Option<u64> },
+    Start { drain_to: Option<StreamPos>, timers_at: Option<StreamPos> },
     /// The prompt finished at this stream position: the no-input timer starts there.
-    StartTimers { at: u64 },
+    StartTimers { at: StreamPos },
     /// Abandon the attempt (DTMF won, or a hangup) without a result.
     Abandon,
     /// Stop for good: finish the recording and end the thread.

@@ -9,7 +9,7 @@ pub mod synth;
 pub mod wav;
 
 pub use format::rate_for_eagi_format;
-pub use reader::{AudioReader, AudioStats, EAGI_AUDIO_FD};
+pub use reader::{AudioReader, AudioStats, StreamPos, EAGI_AUDIO_FD};
 
 /// Errors at the audio boundary.
 #[derive(Debug, thiserror::Error)]

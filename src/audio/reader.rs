@@ -58,6 +58,22 @@ pub struct AudioStats {
     pub decoder_dropped: AtomicU64,
 }
 
+/// A position on the fd 3 stream: samples read since the call began. Positions, not times,
+/// pass between the controller and the endpointer (audio that arrived before a decision may
+/// still be in the ring); a bare `u64` here was once taken for milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamPos(pub u64);
+
+impl StreamPos {
+    /// The stream's end: everything that will ever arrive.
+    pub const END: StreamPos = StreamPos(u64::MAX);
+
+    /// `samples` further on.
+    pub fn plus(self, samples: u64) -> StreamPos {
+        StreamPos(self.0.saturating_add(samples))
+    }
+}
+
 /// The consumer side handed to the endpointer thread.
 pub struct AudioReader {
     /// The ring's consumer end.

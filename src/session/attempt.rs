@@ -15,6 +15,7 @@ use super::verdict::{AttemptEnd, Verdict};
 use super::CallError;
 use crate::asr::AsrError;
 use crate::agi::Command;
+use crate::audio::StreamPos;
 use crate::asr::endpoint::{EndReason, Timers};
 use crate::asr::endpointer::Endpoint;
 use crate::asr::recognizer::{Control, Event, Outcome};
@@ -35,9 +36,9 @@ const LISTEN_WAIT_MS: i64 = 30_000;
 pub struct Now {
     pub at: Instant,
     /// Samples read from fd 3 so far: "now" on the audio stream.
-    pub stream_pos: u64,
+    pub stream_pos: StreamPos,
     /// Samples the endpointer has listened to.
-    pub heard_pos: u64,
+    pub heard_pos: StreamPos,
     /// A command is running on the AGI channel (its reply has not come).
     pub command_running: bool,
 }
@@ -75,7 +76,7 @@ pub enum Action {
 #[derive(Debug, Clone, Copy)]
 struct PendingKey {
     key: char,
-    pos: u64,
+    pos: StreamPos,
     at: Instant,
 }
 
@@ -319,7 +320,7 @@ impl<'a> Attempt<'a> {
     /// started first: the minimum speech more, or, when no frames come at all (DTX), all
     /// that arrived and the settle time on the wall clock.
     fn settled(&self, k: &PendingKey, now: Now) -> bool {
-        now.heard_pos >= k.pos + self.min_speech_samples || (now.heard_pos >= now.stream_pos && now.at >= k.at + self.key_settle)
+        now.heard_pos >= k.pos.plus(self.min_speech_samples) || (now.heard_pos >= now.stream_pos && now.at >= k.at + self.key_settle)
     }
 
     /// Decides the keys whose moment the endpointer has heard past.
@@ -402,7 +403,7 @@ mod tests {
         }
 
         fn now(&self) -> Now {
-            Now { at: self.t0 + Duration::from_millis(self.ms), stream_pos: self.stream, heard_pos: self.heard, command_running: self.running }
+            Now { at: self.t0 + Duration::from_millis(self.ms), stream_pos: StreamPos(self.stream), heard_pos: StreamPos(self.heard), command_running: self.running }
         }
 
         /// Audio arrives (and the endpointer hears it) for `ms`; `frames: false` is DTX.
@@ -498,7 +499,7 @@ mod tests {
         let mut s = Script::new(&m, &[]);
         s.advance(20, true); // audio that came while the header and options were read
         let a = s.start(true);
-        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: None, timers_at: Some(160) })), "{a:?}");
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: None, timers_at: Some(StreamPos(160)) })), "{a:?}");
     }
 
     #[test]
@@ -507,7 +508,7 @@ mod tests {
         let mut s = Script::new(&m, &[]);
         s.advance(3000, true);
         let a = s.start(false);
-        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(24_000), timers_at: Some(24_000) })), "{a:?}");
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(StreamPos(24_000)), timers_at: Some(StreamPos(24_000)) })), "{a:?}");
         assert!(matches!(a[1], Action::Start(Command::WaitForDigit { timeout_ms: LISTEN_WAIT_MS })), "{a:?}");
     }
 
@@ -519,7 +520,7 @@ mod tests {
         s.advance(820, true);
         let a = s.on(Input::Event(Event::BargeIn { at_ms: 820.0 }));
         assert!(has(&a, |x| matches!(x, Action::BargedIn)));
-        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: 6560 }))), "{a:?}");
+        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: StreamPos(6560) }))), "{a:?}");
         assert!(has(&a, |x| matches!(x, Action::Start(Command::WaitForDigit { .. }))), "{a:?}");
         // A second barge-in event changes nothing.
         let a = s.on(Input::Event(Event::BargeIn { at_ms: 900.0 }));
@@ -535,7 +536,7 @@ mod tests {
         assert!(!has(&a, |x| matches!(x, Action::Control(_))), "no listening during the prompt: {a:?}");
         s.advance(4000, true);
         let a = s.on(Input::Reply { result: 0, endpos: Some(32_000) });
-        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(32_000), timers_at: Some(32_000) })), "{a:?}");
+        assert!(matches!(a[0], Action::Control(Control::Start { drain_to: Some(StreamPos(32_000)), timers_at: Some(StreamPos(32_000)) })), "{a:?}");
         assert!(matches!(a[1], Action::Start(Command::WaitForDigit { .. })), "{a:?}");
     }
 
@@ -546,7 +547,7 @@ mod tests {
         s.start(true);
         s.advance(1000, true);
         let a = s.key('5');
-        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: 8000 }))), "{a:?}");
+        assert!(has(&a, |x| matches!(x, Action::Control(Control::StartTimers { at: StreamPos(8000) }))), "{a:?}");
         assert!(ended(&a).is_none(), "decided only once the endpointer heard past the key: {a:?}");
         s.advance(100, true); // min speech (100 ms) heard after the key: no onset
         let a = s.on(Input::Tick);

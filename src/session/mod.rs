@@ -236,13 +236,13 @@ impl<W: Write> Call<W> {
     }
 
     /// Samples read from fd 3 so far: "now" on the audio stream.
-    fn stream_pos(&self) -> u64 {
-        self.audio_stats.as_ref().map(|s| s.samples_in.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    fn stream_pos(&self) -> audio::StreamPos {
+        audio::StreamPos(self.audio_stats.as_ref().map(|s| s.samples_in.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0))
     }
 
     /// Samples the endpointer has listened to (it keeps up with arrival).
-    fn heard_pos(&self) -> u64 {
-        self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    fn heard_pos(&self) -> audio::StreamPos {
+        audio::StreamPos(self.audio_stats.as_ref().map(|s| s.consumed.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0))
     }
 
     fn now(&self) -> Now {
