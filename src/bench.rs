@@ -171,8 +171,10 @@ pub struct Setup {
     pub end_silence_ms: f64,
     /// The CPUs this process may use.
     pub cores: usize,
-    /// The 1-minute load average when the run started (other work on the machine).
+    /// The 1-minute load average when the run started and when it ended (other work on the
+    /// machine).
     pub load_avg_1m: Option<f64>,
+    pub load_avg_1m_end: Option<f64>,
     pub model: String,
     /// `debug` or `release`: the bridges the bench runs are this binary.
     pub build: String,
@@ -832,7 +834,8 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
         lead_silence_ms: args.lead_silence.as_secs_f64() * 1000.0,
         end_silence_ms: args.end_silence.as_secs_f64() * 1000.0,
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        load_avg_1m: std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()),
+        load_avg_1m: load_avg(),
+        load_avg_1m_end: None,
         model: args.model.display().to_string(),
         build: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
         max_dropped: args.max_dropped,
@@ -1031,6 +1034,7 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
         None
     };
     summary.bounds_broken = broken;
+    let setup = Setup { load_avg_1m_end: load_avg(), ..setup };
     let report = Report {
         summary,
         files: rows,
@@ -1056,6 +1060,11 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// The 1-minute load average now.
+fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok())
 }
 
 /// Process start (the host's fork/exec) to the moment decoding can start: exec and dynamic
@@ -1451,7 +1460,7 @@ fn figures(r: &Report) -> Vec<Figure> {
 
 /// Horizontal bars, one per label, every label in full at the left; `None` is drawn as
 /// "no value". `reference`: a red line with its legend.
-fn svg_bars(title: &str, unit: &str, bars: &[(String, Option<f64>)], reference: Option<(f64, &str)>) -> String {
+fn svg_bars(title: &str, bars: &[(String, Option<f64>)], reference: Option<(f64, &str)>) -> String {
     const ROW: f64 = 26.0;
     const TOP: f64 = 34.0;
     const PLOT_W: f64 = 440.0;
@@ -1464,7 +1473,7 @@ fn svg_bars(title: &str, unit: &str, bars: &[(String, Option<f64>)], reference: 
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">");
     s.push_str(&format!("<text x=\"4\" y=\"18\" font-size=\"14\" font-weight=\"bold\">{}</text>", html_escape(title)));
     let bottom = TOP + ROW * bars.len().max(1) as f64;
-    axis(&mut s, step, top, bottom, unit, &x);
+    axis(&mut s, step, top, bottom, &x);
     for (i, (label, v)) in bars.iter().enumerate() {
         let y = TOP + ROW * i as f64;
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", label_w - 8.0, y + ROW * 0.62, html_escape(label)));
@@ -1486,7 +1495,7 @@ fn svg_bars(title: &str, unit: &str, bars: &[(String, Option<f64>)], reference: 
 
 /// One row per group: every value a dot, the box from the 25th to the 75th percentile, the
 /// median a thick line, whiskers to the extremes; the count beside the label.
-fn svg_strips(title: &str, unit: &str, groups: &[(String, Vec<f64>)], reference: Option<(f64, &str)>) -> String {
+fn svg_strips(title: &str, groups: &[(String, Vec<f64>)], reference: Option<(f64, &str)>) -> String {
     const ROW: f64 = 40.0;
     const TOP: f64 = 34.0;
     const PLOT_W: f64 = 440.0;
@@ -1497,10 +1506,10 @@ fn svg_strips(title: &str, unit: &str, groups: &[(String, Vec<f64>)], reference:
     let x = |v: f64| label_w + v / top * PLOT_W;
     let bottom = TOP + ROW * groups.len().max(1) as f64;
     let h = bottom + 40.0;
-    let w = label_w + PLOT_W + 40.0;
+    let w = label_w + PLOT_W + 120.0;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">");
     s.push_str(&format!("<text x=\"4\" y=\"18\" font-size=\"14\" font-weight=\"bold\">{}</text>", html_escape(title)));
-    axis(&mut s, step, top, bottom, unit, &x);
+    axis(&mut s, step, top, bottom, &x);
     for (i, ((_, vals), label)) in groups.iter().zip(&labels).enumerate() {
         let y = TOP + ROW * i as f64;
         let mid = y + ROW / 2.0;
@@ -1511,7 +1520,12 @@ fn svg_strips(title: &str, unit: &str, groups: &[(String, Vec<f64>)], reference:
             s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#888\">no value</text>", label_w + 4.0, mid + 4.0));
             continue;
         }
-        let q = |p: f64| v[((p / 100.0) * (v.len() - 1) as f64).round() as usize];
+        // Quantiles interpolated between neighbours (the median of two is their mean).
+        let q = |p: f64| {
+            let at = p / 100.0 * (v.len() - 1) as f64;
+            let (i, frac) = (at.floor() as usize, at.fract());
+            v[i] + (v[(i + 1).min(v.len() - 1)] - v[i]) * frac
+        };
         let (lo, q1, med, q3, hi) = (v[0], q(25.0), q(50.0), q(75.0), v[v.len() - 1]);
         s.push_str(&format!("<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{mid:.1}\" y2=\"{mid:.1}\" stroke=\"#555\"/>", x(lo), x(hi)));
         s.push_str(&format!("<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#c9d8f0\" stroke=\"#4a78c2\"/>", x(q1), mid - 11.0, (x(q3) - x(q1)).max(1.0), 22.0));
@@ -1521,7 +1535,7 @@ fn svg_strips(title: &str, unit: &str, groups: &[(String, Vec<f64>)], reference:
             let dy = ((k % 5) as f64 - 2.0) * 3.0;
             s.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#d07a00\" fill-opacity=\"0.8\"/>", x(*p), mid + dy));
         }
-        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">median {}</text>", x(med) + 4.0, mid - 13.0, fmt_num(med)));
+        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">median {}</text>", x(hi) + 8.0, mid + 4.0, fmt_num(med)));
     }
     if let Some((r, legend)) = reference {
         s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#d00\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>", x(r), TOP - 4.0, bottom));
@@ -1532,14 +1546,13 @@ fn svg_strips(title: &str, unit: &str, groups: &[(String, Vec<f64>)], reference:
 }
 
 /// The value axis: grid lines and tick labels every `step` up to `top`.
-fn axis(s: &mut String, step: f64, top: f64, bottom: f64, unit: &str, x: &dyn Fn(f64) -> f64) {
+fn axis(s: &mut String, step: f64, top: f64, bottom: f64, x: &dyn Fn(f64) -> f64) {
     let mut t = 0.0;
     while t <= top + step * 1e-6 {
         s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"30\" y2=\"{1:.1}\" stroke=\"#ddd\"/>", x(t), bottom));
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#444\">{}</text>", x(t), bottom + 14.0, fmt_num(t)));
         t += step;
     }
-    s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#444\">{}</text>", x(top) + 8.0, bottom + 14.0, html_escape(unit)));
 }
 
 /// A tick step of 1, 2 or 5 times a power of ten, and the axis end (a multiple of it).
@@ -1551,13 +1564,13 @@ fn nice_axis(max: f64) -> (f64, f64) {
     (step, (max / step).ceil() * step)
 }
 
+/// A number for a plot: whole above 100, else up to three decimals (no trailing zeros).
 fn fmt_num(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
+    let s = if v.abs() >= 100.0 { format!("{v:.0}") } else if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.3}") };
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v:.3}")
+        s
     }
 }
 
@@ -1624,14 +1637,14 @@ fn html(r: &Report) -> String {
         };
         let legend = format!("end-silence + {LATENCY_MARGIN_MS:.0} ms = {bound:.0} ms");
         let legend = if r.setup.max_latency_ms.is_some() { format!("--max-latency-ms = {bound:.0} ms") } else { legend };
-        h.push_str(&svg_strips(&lat_title, "ms", &latency_groups(r), Some((bound, &legend))));
+        h.push_str(&svg_strips(&lat_title, &latency_groups(r), Some((bound, &legend))));
         let ratio: Vec<(String, Option<f64>)> = files.iter().map(|x| (x.wav.clone(), x.cpu_ratio)).collect();
-        h.push_str(&svg_bars("CPU per audio second, bridge / direct libvosk", "ratio", &ratio, Some((CPU_RATIO_TARGET, &format!("target {CPU_RATIO_TARGET}")))));
+        h.push_str(&svg_bars("CPU per audio second, bridge / direct libvosk (ratio)", &ratio, Some((CPU_RATIO_TARGET, &format!("target {CPU_RATIO_TARGET}")))));
     }
     if !r.concurrency.is_empty() {
-        let p95: Vec<(String, Option<f64>)> = r.concurrency.iter().map(|c| (format!("{} calls", c.calls), c.latency_p95_ms)).collect();
+        let p95: Vec<(String, Option<f64>)> = r.concurrency.iter().map(|c| (calls(c.calls), c.latency_p95_ms)).collect();
         let title = if real_time { "Latency p95 (ms) by concurrent calls, in-process".to_string() } else { format!("Latency p95 (ms) by concurrent calls: NOT MEANINGFUL at {}x", r.speed) };
-        h.push_str(&svg_bars(&title, "ms", &p95, Some((bound, "the latency bound"))));
+        h.push_str(&svg_bars(&title, &p95, Some((bound, &format!("the latency bound, {bound:.0} ms")))));
     }
     if !files.is_empty() {
         h.push_str("<div class=\"wide\"><table><tr><th>wav</th><th>latency ms</th><th>fd3 ready ms</th><th>model load ms</th><th>CPU/audio s</th><th>ratio</th><th>same text</th><th>WER</th><th>WER direct</th><th>RSS MB</th><th>dropped</th></tr>");
@@ -1656,9 +1669,9 @@ fn html(r: &Report) -> String {
     let served = &r.served_concurrency;
     if !served.is_empty() {
         h.push_str("<h2>Served (one asr_bridge serve) versus in-process</h2>");
-        let mem: Vec<(String, Option<f64>)> = served.iter().map(|c| (format!("{} calls, {}", c.calls, c.served.as_ref().map_or("", |s| s.pool.name())), Some(c.total_pss_peak_mb))).collect();
+        let mem: Vec<(String, Option<f64>)> = served.iter().map(|c| (format!("{}, {}", calls(c.calls), c.served.as_ref().map_or("", |s| s.pool.name())), Some(c.total_pss_peak_mb))).collect();
         let one = r.summary.served.as_ref().map(|s| s.one_model_mb);
-        h.push_str(&svg_bars("Served: memory (PSS, MB) by concurrent calls", "MB", &mem, one.map(|o| (o, "one model"))));
+        h.push_str(&svg_bars("Served: memory (PSS, MB) by concurrent calls", &mem, one.map(|o| (o, "one model"))));
         h.push_str("<div class=\"wide\"><table><tr><th>wav</th><th>latency ms in-process</th><th>served</th><th>start to streaming ms in-process</th><th>served</th><th>same text</th></tr>");
         for x in files {
             let sv = x.served.as_ref();
@@ -1711,14 +1724,30 @@ fn assumptions(r: &Report) -> String {
         ));
     }
     h.push_str(&format!(
-        "<li><b>Lead silence {:.0} ms</b> before each WAV, so the model has loaded before the caller speaks: the latency is the steady state, not a first call's model load (in-process concurrency levels wait at least 1.5 s per call at once).</li>",
-        st.lead_silence_ms
+        "<li><b>Lead silence {:.0} ms</b>{} before each WAV, so the model has loaded before the caller speaks: the latency is the steady state, not a first call's model load (in-process concurrency levels wait at least 1.5 s per call at once).</li>",
+        st.lead_silence_ms,
+        if st.speed == 1.0 { String::new() } else { format!(" of call time ({:.0} ms of wall time at {}x)", st.lead_silence_ms / st.speed, st.speed) }
     ));
+    let late: Vec<f64> = r.files.iter().filter_map(|x| x.model_load_ms).filter(|l| *l > st.lead_silence_ms / st.speed).collect();
+    if !late.is_empty() {
+        h.push_str(&format!(
+            "<li class=\"warn\"><b>The model load outlasted the lead silence</b> in {} of {} calls (up to {:.0} ms against {:.0} ms of silence{}): those calls' latency includes catching up on the audio that came meanwhile, not the steady state. A longer <code>--lead-silence</code>, or a less loaded machine, measures the steady state.</li>",
+            late.len(),
+            r.files.len(),
+            late.iter().copied().fold(0.0, f64::max),
+            st.lead_silence_ms / st.speed,
+            if st.speed == 1.0 { String::new() } else { format!(" at {}x", st.speed) }
+        ));
+    }
     h.push_str(&format!("<li><b>End silence {:.0} ms</b>: every latency includes it (the bridge waits that long to decide the caller has finished); the reference is end-silence + {LATENCY_MARGIN_MS:.0} ms.</li>", st.end_silence_ms));
     h.push_str(&format!(
         "<li><b>Machine</b>: {} cores available to the bench{}; all calls and the direct libvosk runs share them, and other work on the machine slows every figure.</li>",
         st.cores,
-        st.load_avg_1m.map(|l| format!(", load average {l:.2} when the run started")).unwrap_or_default()
+        match (st.load_avg_1m, st.load_avg_1m_end) {
+            (Some(a), Some(b)) => format!(", load average {a:.2} when the run started and {b:.2} when it ended"),
+            (Some(a), None) => format!(", load average {a:.2} when the run started"),
+            _ => String::new(),
+        }
     ));
     h.push_str(&format!("<li><b>Model</b>: <code>{}</code>; accuracy (WER) is against the manifest's text, with direct libvosk (<code>asr_bridge transcribe</code> on the samples the bridge consumed) beside it.</li>", html_escape(&st.model)));
     h.push_str(&format!(
@@ -1728,6 +1757,10 @@ fn assumptions(r: &Report) -> String {
     ));
     h.push_str("<li><b>Memory</b>: peak RSS per process; concurrency levels: the peak of the PSS summed over every process (shared pages split among them).</li></ul>");
     h
+}
+
+fn calls(n: usize) -> String {
+    format!("{n} call{}", if n == 1 { "" } else { "s" })
 }
 
 fn html_escape(s: &str) -> String {
@@ -1749,7 +1782,7 @@ mod tests {
     #[test]
     fn bars_are_labelled_in_full() {
         let bars: Vec<(String, Option<f64>)> = ["ko-hello-8k.wav", "ko-hello-16k.wav", "a-very-long-name-of-a-recording-8k.wav"].iter().map(|l| (l.to_string(), Some(1.0))).collect();
-        let svg = svg_bars("t", "ms", &bars, None);
+        let svg = svg_bars("t", &bars, None);
         for (l, _) in &bars {
             assert!(svg.contains(&format!(">{l}</text>")), "{l} in {svg}");
         }
@@ -1761,6 +1794,7 @@ mod tests {
         assert_eq!(nice_axis(850.0), (200.0, 1000.0));
         assert_eq!(nice_axis(1.05), (0.5, 1.5));
         assert_eq!(nice_axis(0.0), (0.2, 1.0));
+        assert_eq!((fmt_num(0.0), fmt_num(1.5), fmt_num(1.061), fmt_num(850.4)), ("0".into(), "1.5".into(), "1.061".into(), "850".into()));
     }
 
     #[test]
