@@ -691,8 +691,7 @@ fn stop_resident(runtime: &Path) {
         if e.path().extension().is_some_and(|x| x == "sock") {
             let pid = crate::asr::remote::fetch_stats(&crate::asr::remote::ServerAddr::Unix(e.path()), Duration::from_secs(2), None).ok().and_then(|s| s["pid"].as_i64());
             if let Some(pid) = pid {
-                // SAFETY: kill(2) on the server this bench started.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
         }
     }
@@ -782,29 +781,6 @@ fn progress(i: usize, n: usize, what: &str) {
     let done = (i * w).checked_div(n).unwrap_or(w);
     eprint!("\r[{}{}] {i}/{n} {what:<40}", "=".repeat(done), " ".repeat(w - done));
     let _ = std::io::stderr().flush();
-}
-
-/// Entry point of `asr_bridge bench` until main.rs parses the whole command line: exit 0, 1
-/// when a bound is broken, 2 on an error.
-// shim: removed when main.rs dispatches Cli
-pub fn main(args: Vec<String>) -> ExitCode {
-    #[derive(clap::Parser)]
-    #[command(name = "asr_bridge bench")]
-    struct Wrap {
-        #[command(flatten)]
-        a: BenchArgs,
-    }
-    let w = match <Wrap as clap::Parser>::try_parse_from(std::iter::once("bench".to_string()).chain(args)) {
-        Ok(w) => w,
-        Err(e) => e.exit(),
-    };
-    match run(w.a) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 /// `asr_bridge bench`: runs what `args` asks, writes report.json and report.html, prints the

@@ -64,7 +64,7 @@ fn run(mode: Mode) -> asr_bridge::ModeResult {
         }
         Mode::Simulate(a) => asr_bridge::sim::cli::run(a),
         Mode::Transcribe(a) => asr_bridge::sim::transcribe::run(a),
-        Mode::Bench(_) => Ok(asr_bridge::bench::main(std::env::args().skip(2).collect())), // until bench::run(BenchArgs) lands
+        Mode::Bench(a) => asr_bridge::bench::run(a),
         Mode::Doctor(a) => {
             let (report, code) = asr_bridge::doctor::run(&a);
             print!("{report}");
