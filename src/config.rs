@@ -9,7 +9,8 @@ use clap::Parser;
 
 use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
-use crate::asr::remote::{ServerAddr, Token};
+use crate::net::ServerAddr;
+use crate::protocol::Token;
 use crate::menu::{parse_choice, Choice};
 
 /// Where the model is looked for when neither `--model` nor `ASR_BRIDGE_MODEL` says.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::asr::model::inspect;
-use crate::asr::remote::{fetch_stats, ServerAddr};
+use crate::net::{fetch_stats, ServerAddr};
 use crate::config::{CallArgs, ModelChoice, ServerConfig};
 use crate::profile::{config_path, ConfigFile};
 

@@ -22,11 +22,12 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
 use super::recognizer::{Backend, Event};
-use super::remote::{pool_error, Pool, RemoteEngine, ServerAddr};
+use super::remote::{pool_error, Pool, RemoteEngine};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
 use crate::config::ServerConfig;
+use crate::net::ServerAddr;
 
 /// How often an idle decoder wakes to keep a served connection alive.
 const IDLE_TICK: Duration = Duration::from_millis(200);
