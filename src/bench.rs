@@ -497,8 +497,8 @@ impl BenchServer {
     }
 
     fn stats(&self) -> Result<Value, String> {
-        let a: crate::asr::remote::ServerAddr = self.addr.parse()?;
-        crate::asr::remote::fetch_stats(&a, Duration::from_secs(5), None).map_err(|e| e.to_string())
+        let a: crate::net::ServerAddr = self.addr.parse()?;
+        crate::net::fetch_stats(&a, Duration::from_secs(5), None).map_err(|e| e.to_string())
     }
 
     /// The server's resident memory now, kB.
@@ -689,7 +689,7 @@ fn resident_section(args: &BenchArgs, corpus: &[(PathBuf, &ManifestEntry)], work
 fn stop_resident(runtime: &Path) {
     for e in std::fs::read_dir(runtime.join("asr_bridge")).into_iter().flatten().flatten() {
         if e.path().extension().is_some_and(|x| x == "sock") {
-            let pid = crate::asr::remote::fetch_stats(&crate::asr::remote::ServerAddr::Unix(e.path()), Duration::from_secs(2), None).ok().and_then(|s| s["pid"].as_i64());
+            let pid = crate::net::fetch_stats(&crate::net::ServerAddr::Unix(e.path()), Duration::from_secs(2), None).ok().and_then(|s| s["pid"].as_i64());
             if let Some(pid) = pid {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }

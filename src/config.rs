@@ -11,7 +11,8 @@ use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
 use crate::asr::model::ModelChoice;
 use crate::asr::recognizer::ServerConfig;
-use crate::asr::remote::{ServerAddr, Token};
+use crate::net::ServerAddr;
+use crate::protocol::Token;
 use crate::menu::{parse_choice, Choice};
 
 pub use crate::asr::model::DEFAULT_MODEL;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::asr::model::inspect;
-use crate::asr::remote::{fetch_stats, ServerAddr};
+use crate::net::{fetch_stats, ServerAddr};
 use crate::asr::model::ModelChoice;
 use crate::asr::recognizer::ServerConfig;
 use crate::config::CallArgs;

@@ -21,13 +21,13 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
-use super::recognizer::{Event, Fault, Plan};
+use super::recognizer::{Event, Fault, Plan, ServerConfig};
 use super::Backend;
-use super::remote::{pool_error, Pool, RemoteEngine, ServerAddr};
+use super::remote::{pool_error, Pool, RemoteEngine};
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
-use super::recognizer::ServerConfig;
+use crate::net::ServerAddr;
 use super::model::NoModel;
 
 /// How often an idle decoder wakes to keep a served connection alive.

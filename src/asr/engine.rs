@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use vosk::{CompleteResult, DecodingState, Model, Recognizer};
 
 use super::vosk_raw::Take;
 use super::{AsrError, ModelInfo};
 use crate::audio::resample::Resampler;
+use crate::protocol::{Segment, SegmentAlternative, WordInfo};
 
 /// Block length fed to libvosk, in milliseconds of audio.
 pub const BLOCK_MS: u32 = 100;
@@ -37,17 +38,6 @@ pub fn load_model(info: &ModelInfo) -> Result<(Model, Duration), AsrError> {
     Ok((model, t.elapsed()))
 }
 
-/// One recognized word.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WordInfo {
-    pub word: String,
-    /// Kaldi's MBR posterior for the word, 0-1.
-    pub conf: f32,
-    /// Seconds from the start of the audio fed.
-    pub start: f32,
-    pub end: f32,
-}
-
 /// One n-best alternative.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alternative {
@@ -67,65 +57,32 @@ pub struct Transcript {
     pub alternatives: Vec<Alternative>,
 }
 
-/// One closed segment as libvosk reports it, and as vosk-server sends it (`result` JSON):
-/// either words and text, or n-best alternatives. Both the in-process engine and the served
-/// client turn results into this, so one function ([`Transcript::push`]) assembles transcripts.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Segment {
-    #[serde(default)]
-    pub text: String,
-    #[serde(default)]
-    pub result: Vec<WordInfo>,
-    #[serde(default)]
-    pub alternatives: Option<Vec<SegmentAlternative>>,
-}
-
-/// One n-best entry of a [`Segment`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SegmentAlternative {
-    pub confidence: f32,
-    #[serde(default)]
-    pub text: String,
-}
-
-impl Segment {
-    /// Copies libvosk's borrowed result.
-    pub fn from_vosk(res: CompleteResult<'_>) -> Segment {
-        match res {
-            CompleteResult::Single(s) => Segment {
-                text: s.text.to_string(),
-                result: s
-                    .result
+/// Copies libvosk's borrowed result into the segment vosk-server would send for it.
+fn segment(res: CompleteResult<'_>) -> Segment {
+    match res {
+        CompleteResult::Single(s) => Segment {
+            text: s.text.to_string(),
+            result: s
+                .result
+                .iter()
+                .map(|w| WordInfo {
+                    word: w.word.to_string(),
+                    conf: w.conf,
+                    start: w.start,
+                    end: w.end,
+                })
+                .collect(),
+            alternatives: None,
+        },
+        CompleteResult::Multiple(m) => Segment {
+            alternatives: Some(
+                m.alternatives
                     .iter()
-                    .map(|w| WordInfo {
-                        word: w.word.to_string(),
-                        conf: w.conf,
-                        start: w.start,
-                        end: w.end,
-                    })
+                    .map(|a| SegmentAlternative { confidence: a.confidence, text: a.text.to_string() })
                     .collect(),
-                alternatives: None,
-            },
-            CompleteResult::Multiple(m) => Segment {
-                alternatives: Some(
-                    m.alternatives
-                        .iter()
-                        .map(|a| SegmentAlternative { confidence: a.confidence, text: a.text.to_string() })
-                        .collect(),
-                ),
-                ..Segment::default()
-            },
-        }
-    }
-
-    /// A result message of the vosk-server protocol (`{"text": ..}` or `{"alternatives": ..}`);
-    /// `None` for a partial (`{"partial": ..}`) or anything else.
-    pub fn from_reply(v: &serde_json::Value) -> Option<Segment> {
-        let o = v.as_object()?;
-        if !o.contains_key("text") && !o.contains_key("alternatives") {
-            return None;
-        }
-        serde_json::from_value(v.clone()).ok()
+            ),
+            ..Segment::default()
+        },
     }
 }
 
@@ -255,7 +212,7 @@ impl Engine {
     /// own endpoint closes a segment, its text is kept and decoding goes on.
     pub fn accept(&mut self, block: &[i16]) -> Result<(), AsrError> {
         if self.accept_raw(block)? {
-            let seg = Segment::from_vosk(self.rec.result());
+            let seg = segment(self.rec.result());
             self.transcript.push(seg);
         }
         Ok(())
@@ -313,7 +270,7 @@ impl Engine {
 
     /// Flushes libvosk and returns everything recognized.
     pub fn finish(mut self) -> Transcript {
-        let seg = Segment::from_vosk(self.rec.final_result());
+        let seg = segment(self.rec.final_result());
         self.transcript.push(seg);
         self.transcript
     }

@@ -27,7 +27,8 @@ use super::engine::EngineOptions;
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::reader::RING_CAPACITY;
 use crate::audio::{AudioReader, StreamPos};
-use super::remote::{ServerAddr, Token};
+use crate::net::ServerAddr;
+use crate::protocol::Token;
 
 /// The served mode's settings.
 #[derive(Debug, Clone, PartialEq)]

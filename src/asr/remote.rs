@@ -1,313 +1,22 @@
 //! The served path's client: one WebSocket connection per listening attempt to a resident
-//! recognizer (`asr_bridge serve`, or a real vosk-server), speaking vosk-server's protocol:
-//! a `{"config": ..}` text message, 100 ms binary blocks (the same blocks the in-process
+//! recognizer (`asr_bridge serve`, or a real vosk-server), opened by [`crate::net`], speaking
+//! vosk-server's protocol ([`crate::protocol`]): a `{"config": ..}` text message, 100 ms binary blocks (the same blocks the in-process
 //! engine feeds libvosk), one `partial`/`result` reply per block, `{"eof" : 1}` for the final
 //! result. Lock-step: each block waits for its reply, so a reply deadline always holds and the
 //! server's decoding is the call's back-pressure. Every socket operation has a deadline.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use super::engine::{EngineOptions, Segment, Transcript};
+use super::engine::{EngineOptions, Transcript};
 use super::AsrError;
+use crate::net::{connect_with_idle, Conn};
+use crate::protocol::{ClientMessage, Config, Reply, Token};
 
-/// Where the server listens: `unix:PATH` or `ws://HOST:PORT[/PATH]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerAddr {
-    Unix(PathBuf),
-    Ws { host: String, port: u16, path: String },
-}
-
-impl std::str::FromStr for ServerAddr {
-    type Err = String;
-
-    /// ```
-    /// use asr_bridge::asr::remote::ServerAddr;
-    /// assert_eq!("unix:/run/asr.sock".parse(), Ok(ServerAddr::Unix("/run/asr.sock".into())));
-    /// assert_eq!(
-    ///     "ws://10.0.0.5:2700".parse(),
-    ///     Ok(ServerAddr::Ws { host: "10.0.0.5".into(), port: 2700, path: "/".into() })
-    /// );
-    /// assert!("http://x".parse::<ServerAddr>().is_err());
-    /// ```
-    fn from_str(s: &str) -> Result<ServerAddr, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            let p = p.strip_prefix("//").unwrap_or(p);
-            if p.is_empty() {
-                return Err("unix: needs a socket path".into());
-            }
-            return Ok(ServerAddr::Unix(PathBuf::from(p)));
-        }
-        let rest = s.strip_prefix("ws://").ok_or_else(|| format!("{s:?}: expected unix:PATH or ws://HOST:PORT"))?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].to_string()),
-            None => (rest, "/".to_string()),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
-                (h.to_string(), p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?)
-            }
-            _ => (hostport.to_string(), 80),
-        };
-        if host.is_empty() {
-            return Err(format!("{s:?}: no host"));
-        }
-        Ok(ServerAddr::Ws { host, port, path })
-    }
-}
-
-impl std::fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            ServerAddr::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
-        }
-    }
-}
-
-/// A connected socket of either kind.
-#[derive(Debug)]
-pub enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    /// Read and write deadlines for every later operation.
-    pub fn set_timeouts(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
-            Conn::Tcp(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
-        }
-    }
-}
-
-impl Conn {
-    /// Switches the socket between blocking (calls, with deadlines) and non-blocking mode.
-    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_nonblocking(on),
-            Conn::Tcp(s) => s.set_nonblocking(on),
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.flush(),
-            Conn::Tcp(s) => s.flush(),
-        }
-    }
-}
-
-/// Connects a Unix stream socket by `until`. A blocking connect would wait for as long as the
-/// server's listen backlog stays full (a frozen server); a non-blocking one says EAGAIN then,
-/// and is retried until the deadline.
-fn connect_unix(path: &std::path::Path, until: Instant) -> std::io::Result<UnixStream> {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let addr = UnixAddr::new(path).map_err(std::io::Error::from)?;
-    loop {
-        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None).map_err(std::io::Error::from)?;
-        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
-            Ok(()) => {
-                let s = UnixStream::from(fd);
-                s.set_nonblocking(false)?;
-                return Ok(s);
-            }
-            Err(nix::errno::Errno::EAGAIN) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-            Err(nix::errno::Errno::EAGAIN) => {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within the deadline (the server's backlog is full)"))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn unreachable(addr: &ServerAddr, reason: impl std::fmt::Display) -> AsrError {
-    AsrError::ServerUnreachable { addr: addr.to_string(), reason: reason.to_string() }
-}
-
-/// The bearer token the client sends in every handshake (`Authorization: Bearer TOKEN`), when
-/// it has one. Its `Debug` form does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// A token from its text (a file's contents): surrounding whitespace is dropped; what is
-    /// left must be non-empty printable ASCII without spaces (it goes into an HTTP header).
-    ///
-    /// ```
-    /// use asr_bridge::asr::remote::Token;
-    /// assert!(Token::new(" s3cret\n").is_ok());
-    /// assert!(Token::new("\n").is_err());
-    /// assert!(Token::new("two words").is_err());
-    /// assert_eq!(format!("{:?}", Token::new("s3cret").unwrap()), "Token(..)");
-    /// ```
-    pub fn new(text: &str) -> Result<Token, String> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err("is empty".into());
-        }
-        if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be printable ASCII without spaces".into());
-        }
-        Ok(Token(t.to_string()))
-    }
-
-    /// The token itself (for the server side's comparison).
-    pub fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
-
-/// Opens a WebSocket to `addr` at `path` ("/" for calls), connect and handshake within
-/// `deadline`, sending `token` when there is one. See [`connect_with_idle`] for how a refusal
-/// reads.
-pub fn connect(addr: &ServerAddr, path: &str, deadline: Duration, token: Option<&Token>) -> Result<WebSocket<Conn>, AsrError> {
-    connect_with_idle(addr, path, deadline, token).map(|(ws, _)| ws)
-}
-
-/// The response header in which `asr_bridge serve` says after how long a silent client is
-/// dropped (its `--idle-timeout`, in ms), so the client can ping in time. Only `asr_bridge
-/// serve` sends it.
-pub const IDLE_HEADER: &str = "x-asr-bridge-idle-timeout-ms";
-
-/// The response header (value `1`) with which `asr_bridge serve` marks its HTTP 503 as "busy"
-/// (at `--max-calls`, or the client holds its `--max-calls-per-client` share; not while
-/// draining: that server is going away). Any other refusal, a 503 without it included (a load
-/// balancer's "no server is available"), means "unreachable".
-pub const BUSY_HEADER: &str = "x-asr-bridge-busy";
-
-/// The response header (value `1`) with which `asr_bridge serve` says it takes [`PAUSE`]: a
-/// capability of its own, so a client never sends a pause to a server that predates it (an
-/// on-demand server of the last release can outlive an upgrade by its idle exit).
-pub const PAUSE_HEADER: &str = "x-asr-bridge-pause";
-
-/// The text message announcing a quiet spell to a server that sent [`PAUSE_HEADER`]: no audio
-/// follows for a while, only pings; the next audio ends the pause. The server does not reply.
-pub const PAUSE: &str = r#"{"pause" : 1}"#;
-
-/// What the server said in its handshake response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Handshake {
-    /// Its idle timeout ([`IDLE_HEADER`]).
-    pub idle: Option<Duration>,
-    /// It takes [`PAUSE`] ([`PAUSE_HEADER`]).
-    pub pause: bool,
-}
-
-/// [`connect`], also returning what the server says of itself in the handshake. A refusal of the
-/// handshake: HTTP 503 with [`BUSY_HEADER`] is [`AsrError::ServerBusy`]; any other status
-/// (a balancer's 502/503/504, 401/403 for a token refused or missing) is
-/// [`AsrError::ServerUnreachable`] with the status line in the reason.
-pub fn connect_with_idle(addr: &ServerAddr, path: &str, deadline: Duration, token: Option<&Token>) -> Result<(WebSocket<Conn>, Handshake), AsrError> {
-    let until = Instant::now() + deadline;
-    let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let (conn, url) = match addr {
-        ServerAddr::Unix(p) => (Conn::Unix(connect_unix(p, until).map_err(|e| unreachable(addr, e))?), format!("ws://localhost{path}")),
-        ServerAddr::Ws { host, port, path: base } => {
-            let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(|e| unreachable(addr, e))?.collect();
-            let mut last = None;
-            let mut conn = None;
-            for a in addrs {
-                match TcpStream::connect_timeout(&a, left()) {
-                    Ok(s) => {
-                        conn = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            let s = conn.ok_or_else(|| unreachable(addr, last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into())))?;
-            let _ = s.set_nodelay(true);
-            let full = if path == "/" { base.clone() } else { format!("{}{}", base.trim_end_matches('/'), path) };
-            (Conn::Tcp(s), format!("ws://{host}:{port}{full}"))
-        }
-    };
-    conn.set_timeouts(Some(left())).map_err(|e| unreachable(addr, e))?;
-    let mut request = url.as_str().into_client_request().map_err(|e| unreachable(addr, e))?;
-    if let Some(t) = token {
-        let value = tungstenite::http::HeaderValue::from_str(&format!("Bearer {}", t.0)).map_err(|e| unreachable(addr, e))?;
-        request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, value);
-    }
-    match tungstenite::client::client(request, conn) {
-        Ok((ws, resp)) => {
-            let h = resp.headers();
-            let idle = h.get(IDLE_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
-            Ok((ws, Handshake { idle, pause: h.get(PAUSE_HEADER).is_some_and(|v| v.as_bytes() == b"1") }))
-        }
-        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
-            let busy = resp.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
-            Err(refusal(addr, resp.status(), busy, &body, token.is_some()))
-        }
-        Err(HandshakeError::Interrupted(_)) => Err(unreachable(addr, format!("no handshake within {deadline:?}"))),
-        Err(HandshakeError::Failure(e)) => Err(unreachable(addr, e)),
-    }
-}
-
-/// What a handshake answered with `status` (not 101) means: busy only when `asr_bridge serve`
-/// marked its 503 so ([`BUSY_HEADER`]); anything else is unreachable, with the status line.
-fn refusal(addr: &ServerAddr, status: tungstenite::http::StatusCode, busy: bool, body: &str, token_sent: bool) -> AsrError {
-    if status.as_u16() == 503 && busy {
-        return AsrError::ServerBusy { addr: addr.to_string(), reason: body.to_string() };
-    }
-    // A body is a line of text from asr_bridge serve, a page of HTML from a balancer.
-    let body = body.lines().next().filter(|l| !l.starts_with('<')).map(|l| format!(": {l}")).unwrap_or_default();
-    let why = match (status.as_u16(), token_sent) {
-        (401 | 403, true) => " (the server refused the token)",
-        (401 | 403, false) => " (the server wants a token: set ASR_BRIDGE_TOKEN or --server-token-file)",
-        _ => "",
-    };
-    unreachable(addr, format!("HTTP {status}{why}{body}"))
-}
-
-/// Reads the server's statistics (`asr_bridge stats`), sending `token` when there is one.
-pub fn fetch_stats(addr: &ServerAddr, deadline: Duration, token: Option<&Token>) -> Result<serde_json::Value, AsrError> {
-    let mut ws = connect(addr, "/stats", deadline, token)?;
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                let _ = ws.close(None);
-                return serde_json::from_str(t.as_str()).map_err(|e| unreachable(addr, format!("bad statistics: {e}")));
-            }
-            Ok(_) => continue,
-            Err(e) => return Err(unreachable(addr, e)),
-        }
-    }
-}
+/// Where `bench.rs` and `benches/soak.rs` still look for them; new code uses [`crate::net`].
 
 /// What a call does when its servers do not take it: why each one did not, in the order
 /// tried, as one error. Every server busy, or some busy and the rest unreachable: busy (the
@@ -400,9 +109,9 @@ pub struct RemoteEngine {
     in_flight: VecDeque<Instant>,
     /// The reply deadline (`--server-timeout`), applied to the oldest block in flight.
     deadline: Duration,
-    /// The server takes [`PAUSE`] (it sent [`PAUSE_HEADER`]): quiet spells are announced.
+    /// The server takes [`ClientMessage::Pause`] (it sent [`crate::protocol::PAUSE_HEADER`]): quiet spells are announced.
     pausable: bool,
-    /// A [`PAUSE`] was sent and no audio since.
+    /// A pause was sent and no audio since.
     paused: bool,
 }
 
@@ -423,13 +132,15 @@ impl RemoteEngine {
         let keepalive = idle.map(|i| i / 3).unwrap_or(DEFAULT_KEEPALIVE).clamp(Duration::from_millis(100), DEFAULT_KEEPALIVE);
         // partial_results: 0 spares asr_bridge serve the partial transcripts the bridge never
         // reads (vosk-server ignores the key and sends them anyway; they are skipped here).
-        let mut config = json!({"sample_rate": rate, "words": 1, "max_alternatives": opts.alternatives, "partial_results": 0});
-        if let Some(g) = &opts.grammar {
-            config["phrase_list"] = json!(g);
-        }
-        let msg = json!({ "config": config }).to_string();
+        let config = Config {
+            sample_rate: Some(rate),
+            words: Some(true),
+            max_alternatives: Some(opts.alternatives.into()),
+            partial_results: Some(false),
+            phrase_list: opts.grammar.clone(),
+        };
         let name = addr.to_string();
-        ws.send(Message::text(msg)).map_err(|e| AsrError::ServerLost { addr: name.clone(), reason: e.to_string() })?;
+        ws.send(Message::text(ClientMessage::Config(config).to_string())).map_err(|e| AsrError::ServerLost { addr: name.clone(), reason: e.to_string() })?;
         Ok(RemoteEngine {
             ws,
             addr: name,
@@ -450,16 +161,16 @@ impl RemoteEngine {
     }
 
     /// The next reply, within the socket's deadline.
-    fn reply(&mut self) -> Result<serde_json::Value, AsrError> {
+    fn reply(&mut self) -> Result<Reply, AsrError> {
         self.next_reply()?.ok_or_else(|| self.lost("no reply within the deadline (--server-timeout)"))
     }
 
     /// The next reply; None when none came in time (a blocking socket's deadline) or none is
     /// there yet (a non-blocking one).
-    fn next_reply(&mut self) -> Result<Option<serde_json::Value>, AsrError> {
+    fn next_reply(&mut self) -> Result<Option<Reply>, AsrError> {
         loop {
             match self.ws.read() {
-                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).map(Some).map_err(|e| self.lost(format!("bad reply: {e}"))),
+                Ok(Message::Text(t)) => return Reply::parse(t.as_str()).map(Some).map_err(|e| self.lost(format!("bad reply: {e}"))),
                 Ok(Message::Close(frame)) => return Err(self.closed(frame)),
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Ok(None),
@@ -490,9 +201,9 @@ impl RemoteEngine {
     }
 
     /// One block's reply: a closed segment joins the transcript.
-    fn on_reply(&mut self, reply: &serde_json::Value) {
+    fn on_reply(&mut self, reply: Reply) {
         self.in_flight.pop_front();
-        if let Some(seg) = Segment::from_reply(reply) {
+        if let Reply::Result(seg) = reply {
             self.transcript.push(seg);
         }
     }
@@ -522,7 +233,7 @@ impl RemoteEngine {
         self.ws.get_ref().set_nonblocking(true).map_err(|e| self.lost(e))?;
         let res = loop {
             match self.next_reply() {
-                Ok(Some(v)) => self.on_reply(&v),
+                Ok(Some(r)) => self.on_reply(r),
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -537,7 +248,7 @@ impl RemoteEngine {
         self.ws.get_ref().set_timeouts(Some(left)).map_err(|e| self.lost(e))?;
         let reply = self.reply();
         self.ws.get_ref().set_timeouts(Some(self.deadline)).map_err(|e| self.lost(e))?;
-        self.on_reply(&reply?);
+        self.on_reply(reply?);
         Ok(())
     }
 
@@ -545,7 +256,7 @@ impl RemoteEngine {
     /// not end a call that is only waiting: a long prompt without barge-in, DTX); the pong is
     /// skipped when the next reply is read. To `asr_bridge serve`, which drops a connection
     /// without audio even when it pings unless told, the first ping of a quiet spell follows a
-    /// [`PAUSE`].
+    /// pause ([`ClientMessage::Pause`]).
     pub fn keepalive(&mut self) -> Result<(), AsrError> {
         if !self.in_flight.is_empty() {
             // No audio to send (DTX), replies still owed: their deadline runs all the same.
@@ -555,7 +266,7 @@ impl RemoteEngine {
             return Ok(());
         }
         if self.pausable && !self.paused {
-            self.ws.send(Message::text(PAUSE)).map_err(|e| self.lost(e))?;
+            self.ws.send(Message::text(ClientMessage::Pause.to_string())).map_err(|e| self.lost(e))?;
             self.paused = true;
         }
         self.last_sent = Instant::now();
@@ -593,9 +304,11 @@ impl RemoteEngine {
         while !self.in_flight.is_empty() {
             self.take_oldest()?;
         }
-        self.ws.send(Message::text(r#"{"eof" : 1}"#)).map_err(|e| self.lost(e))?;
-        let reply = self.reply()?;
-        let seg = Segment::from_reply(&reply).ok_or_else(|| self.lost(format!("expected a final result, got {reply}")))?;
+        self.ws.send(Message::text(ClientMessage::Eof.to_string())).map_err(|e| self.lost(e))?;
+        let seg = match self.reply()? {
+            Reply::Result(seg) => seg,
+            other => return Err(self.lost(format!("expected a final result, got {other}"))),
+        };
         self.transcript.push(seg);
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
@@ -606,35 +319,7 @@ impl RemoteEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tungstenite::http::StatusCode;
-
-    fn a() -> ServerAddr {
-        "ws://lb:80".parse().unwrap()
-    }
-
-    #[test]
-    fn only_a_marked_503_is_busy() {
-        let busy = refusal(&a(), StatusCode::SERVICE_UNAVAILABLE, true, "at capacity (4 calls)", false);
-        assert!(matches!(&busy, AsrError::ServerBusy { reason, .. } if reason == "at capacity (4 calls)"), "{busy:?}");
-        let html = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>";
-        for (status, body) in [(StatusCode::SERVICE_UNAVAILABLE, html), (StatusCode::BAD_GATEWAY, ""), (StatusCode::GATEWAY_TIMEOUT, "")] {
-            let e = refusal(&a(), status, false, body, false);
-            assert!(matches!(e, AsrError::ServerUnreachable { .. }), "{status}: {e:?}");
-            assert!(e.to_string().ends_with(&format!("unreachable: HTTP {status}")), "{e}");
-        }
-        // The marker on another status does not make it busy.
-        assert!(matches!(refusal(&a(), StatusCode::BAD_GATEWAY, true, "", false), AsrError::ServerUnreachable { .. }));
-        let e = refusal(&a(), StatusCode::NOT_FOUND, false, "no such path", false);
-        assert_eq!(e.to_string(), "recognition server ws://lb:80/ unreachable: HTTP 404 Not Found: no such path");
-    }
-
-    #[test]
-    fn a_refused_or_missing_token_says_so() {
-        let e = refusal(&a(), StatusCode::UNAUTHORIZED, false, "", true).to_string();
-        assert!(e.contains("HTTP 401 Unauthorized") && e.contains("refused the token"), "{e}");
-        let e = refusal(&a(), StatusCode::FORBIDDEN, false, "", false).to_string();
-        assert!(e.contains("HTTP 403 Forbidden") && e.contains("wants a token") && e.contains("ASR_BRIDGE_TOKEN"), "{e}");
-    }
+    use crate::protocol::{IDLE_HEADER, PAUSE_HEADER};
 
     fn unreachable_at(addr: &str, reason: &str) -> AsrError {
         AsrError::ServerUnreachable { addr: addr.into(), reason: reason.into() }
@@ -675,7 +360,7 @@ mod tests {
             let mut seen = Vec::new();
             loop {
                 match ws.read() {
-                    Ok(Message::Text(t)) if t.as_str() == PAUSE => seen.push("pause"),
+                    Ok(Message::Text(t)) if t.as_str() == ClientMessage::Pause.to_string() => seen.push("pause"),
                     Ok(Message::Text(t)) if t.contains("config") => seen.push("config"),
                     Ok(Message::Text(t)) if t.contains("eof") => {
                         seen.push("eof");

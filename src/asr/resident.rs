@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::remote::ServerAddr;
+use crate::net::ServerAddr;
 
 /// How long a first call waits for the server it started to load the model and answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);

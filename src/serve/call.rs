@@ -1,4 +1,5 @@
-//! One served call: vosk-server's message protocol over one WebSocket, on the shared model.
+//! One served call: vosk-server's message protocol ([`crate::protocol`]) over one WebSocket, on
+//! the shared model.
 //!
 //! - text `{"config": {"sample_rate", "phrase_list", "words", "max_alternatives"}}`: settings,
 //!   taken until the first audio (no reply, as vosk-server);
@@ -33,6 +34,7 @@ use vosk::Model;
 use crate::asr::engine::{block_len, Engine, EngineOptions};
 use crate::asr::grammar;
 use crate::asr::{AsrError, ModelInfo};
+use crate::protocol::{Config, MergedResult, NO_PARTIAL, NO_RESULT};
 
 /// Most phrases in a `phrase_list` (a menu has tens; a directory of names, hundreds).
 pub const MAX_PHRASES: usize = 4096;
@@ -59,28 +61,23 @@ impl CallConfig {
         CallConfig { sample_rate: default_rate, phrase_list: None, words: true, max_alternatives: 0, partials: true }
     }
 
-    /// Applies a `{"config": {..}}` message; unknown keys (vosk-server's `model`, ...) are
-    /// ignored, bad values refused with a reason.
-    pub fn apply(&mut self, c: &Value) -> Result<(), String> {
-        let c = c.as_object().ok_or("config must be an object")?;
-        if let Some(v) = c.get("sample_rate") {
-            let r = v.as_f64().ok_or("sample_rate must be a number")?;
-            if !(4000.0..=48000.0).contains(&r) {
-                return Err(format!("sample_rate {r} outside 4000-48000"));
-            }
-            self.sample_rate = r.round() as u32;
+    /// Applies a config message (parsed by [`crate::protocol::ClientMessage::parse`], which refuses bad values
+    /// with a reason): the phrase list is checked against the caps, normalized and
+    /// de-duplicated; more than 100 alternatives are 100.
+    pub fn apply(&mut self, c: &Config) -> Result<(), String> {
+        if let Some(r) = c.sample_rate {
+            self.sample_rate = r;
         }
-        if let Some(v) = c.get("phrase_list") {
-            self.phrase_list = Some(phrase_list(v)?);
+        if let Some(p) = &c.phrase_list {
+            self.phrase_list = Some(phrase_list(p)?);
         }
-        if let Some(v) = c.get("words") {
-            self.words = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
+        if let Some(w) = c.words {
+            self.words = w;
         }
-        if let Some(v) = c.get("partial_results") {
-            self.partials = v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|n| n != 0));
+        if let Some(p) = c.partial_results {
+            self.partials = p;
         }
-        if let Some(v) = c.get("max_alternatives") {
-            let n = v.as_u64().ok_or("max_alternatives must be a whole number")?;
+        if let Some(n) = c.max_alternatives {
             self.max_alternatives = n.min(100) as u16;
         }
         Ok(())
@@ -88,15 +85,13 @@ impl CallConfig {
 }
 
 /// A `phrase_list`: normalized, de-duplicated in order (linear time), within the caps.
-fn phrase_list(v: &Value) -> Result<Vec<String>, String> {
-    let list = v.as_array().ok_or("phrase_list must be an array of strings")?;
+fn phrase_list(list: &[String]) -> Result<Vec<String>, String> {
     if list.len() > MAX_PHRASES {
         return Err(format!("phrase_list has {} phrases; at most {MAX_PHRASES}", list.len()));
     }
     let mut seen = std::collections::HashSet::new();
     let mut phrases = Vec::new();
     for p in list {
-        let p = p.as_str().ok_or("phrase_list must be an array of strings")?;
         if p.len() > MAX_PHRASE_BYTES {
             return Err(format!("a phrase of {} bytes; at most {MAX_PHRASE_BYTES}", p.len()));
         }
@@ -106,34 +101,6 @@ fn phrase_list(v: &Value) -> Result<Vec<String>, String> {
         }
     }
     Ok(phrases)
-}
-
-/// What a text message asks for.
-#[derive(Debug, PartialEq)]
-pub enum TextMessage {
-    Config(Value),
-    Eof,
-    Reset,
-    Pause,
-    Other,
-}
-
-/// Classifies a text message (vosk-server compares the exact strings; JSON is accepted here
-/// with any spacing).
-pub fn classify(text: &str) -> TextMessage {
-    let Ok(v) = serde_json::from_str::<Value>(text) else { return TextMessage::Other };
-    let truthy = |k: &str| v.get(k).is_some_and(|x| x.as_i64().is_some_and(|n| n != 0) || x.as_bool() == Some(true));
-    if let Some(c) = v.get("config") {
-        TextMessage::Config(c.clone())
-    } else if truthy("eof") {
-        TextMessage::Eof
-    } else if truthy("reset") {
-        TextMessage::Reset
-    } else if truthy("pause") {
-        TextMessage::Pause
-    } else {
-        TextMessage::Other
-    }
 }
 
 /// One call's recognizer and its audio accumulator.
@@ -159,11 +126,6 @@ pub struct ServedCall {
     /// libvosk reported an error: not reused.
     broken: bool,
 }
-
-/// The reply to audio that closed no segment, when partials are off or nothing can be
-/// recognized; and the final result of a call that can recognize nothing (libvosk's own).
-const NO_PARTIAL: &str = "{\n  \"partial\" : \"\"\n}";
-const NO_RESULT: &str = "{\n  \"text\" : \"\"\n}";
 
 /// What becomes of a call's recognizer at the end of the call.
 pub enum Afterlife {
@@ -359,7 +321,8 @@ impl ServedCall {
     }
 }
 
-/// Several segments closed by one message become one result: texts joined, words appended.
+/// Several segments closed by one message become one result: texts joined, words appended
+/// as libvosk wrote them. An n-best result before any text is the reply as it is.
 fn merge(results: &[String]) -> String {
     let mut text: Vec<String> = Vec::new();
     let mut words: Vec<Value> = Vec::new();
@@ -376,39 +339,40 @@ fn merge(results: &[String]) -> String {
             }
         }
     }
-    serde_json::json!({ "result": words, "text": text.join(" ") }).to_string()
+    serde_json::to_string(&MergedResult { result: words, text: text.join(" ") }).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ClientMessage;
 
-    #[test]
-    fn text_messages() {
-        assert_eq!(classify(r#"{"eof" : 1}"#), TextMessage::Eof);
-        assert_eq!(classify(r#"{"eof":1}"#), TextMessage::Eof);
-        assert_eq!(classify(r#"{"reset" : 1}"#), TextMessage::Reset);
-        assert_eq!(classify(r#"{"eof" : 0}"#), TextMessage::Other);
-        assert_eq!(classify("hello"), TextMessage::Other);
-        assert!(matches!(classify(r#"{"config": {"sample_rate": 8000}}"#), TextMessage::Config(_)));
+    /// A config message's object, as the server parses it.
+    fn config(v: Value) -> Config {
+        match ClientMessage::parse(&serde_json::json!({ "config": v }).to_string()) {
+            Ok(ClientMessage::Config(c)) => c,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn config_is_checked() {
         let mut c = CallConfig::new(8000);
-        c.apply(&serde_json::json!({"sample_rate": 16000.0, "phrase_list": ["Yes!", "no", "yes", "  "], "words": 0, "max_alternatives": 3, "model": "x"}))
+        c.apply(&config(serde_json::json!({"sample_rate": 16000.0, "phrase_list": ["Yes!", "no", "yes", "  "], "words": 0, "max_alternatives": 3, "model": "x"})))
             .unwrap();
         assert_eq!(c.sample_rate, 16000);
         assert_eq!(c.phrase_list, Some(vec!["yes".to_string(), "no".to_string()]));
         assert!(!c.words);
         assert_eq!(c.max_alternatives, 3);
         assert!(c.partials);
-        c.apply(&serde_json::json!({"partial_results": false})).unwrap();
+        c.apply(&config(serde_json::json!({"partial_results": false}))).unwrap();
         assert!(!c.partials);
-        assert!(c.apply(&serde_json::json!({"sample_rate": 100})).is_err());
-        assert!(c.apply(&serde_json::json!({"phrase_list": "yes"})).is_err());
-        assert!(c.apply(&serde_json::json!({"phrase_list": [1, 2]})).is_err());
-        assert!(c.apply(&serde_json::json!("x")).is_err());
+        c.apply(&config(serde_json::json!({"max_alternatives": 1000}))).unwrap();
+        assert_eq!(c.max_alternatives, 100);
+        let many = Config { phrase_list: Some(vec!["a".into(); MAX_PHRASES + 1]), ..Config::default() };
+        assert!(c.apply(&many).unwrap_err().contains("at most 4096"));
+        let long = Config { phrase_list: Some(vec!["a".repeat(MAX_PHRASE_BYTES + 1)]), ..Config::default() };
+        assert!(c.apply(&long).unwrap_err().contains("at most 256"));
     }
 
     #[test]

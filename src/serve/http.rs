@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::asr::remote::Conn;
+use crate::net::Conn;
 
 /// From accept to a complete request head (and for the WebSocket handshake after it).
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -146,10 +146,7 @@ impl Replayed {
 
     /// The read deadline alone (a reply still gets the whole write deadline).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match &self.conn {
-            Conn::Unix(s) => s.set_read_timeout(t),
-            Conn::Tcp(s) => s.set_read_timeout(t),
-        }
+        self.conn.set_read_timeout(t)
     }
 }
 

@@ -1,16 +1,17 @@
 //! What must hold for any text message a client sends the server (fuzzed by
 //! `fuzz/fuzz_targets/serve_message.rs`, replayed by `tests/fuzz_regressions.rs`): it is
-//! classified without panicking, and a config it carries is either refused or leaves settings
+//! parsed without panicking, and a config it carries is either refused or leaves settings
 //! libvosk can take: a rate in range, and a phrase list that is normalized, free of empty and
 //! repeated phrases, and whose grammar JSON round-trips (libvosk segfaults on malformed JSON).
 
-use super::call::{classify, CallConfig, TextMessage};
+use super::call::CallConfig;
 use crate::asr::grammar::{normalize, vosk_grammar_args};
+use crate::protocol::ClientMessage;
 
 /// Panics when an invariant breaks.
 pub fn message(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let TextMessage::Config(c) = classify(&text) else { return };
+    let Ok(ClientMessage::Config(c)) = ClientMessage::parse(&text) else { return };
     let mut cfg = CallConfig::new(8000);
     if cfg.apply(&c).is_err() {
         return;

@@ -45,11 +45,12 @@ use tungstenite::{Message, WebSocket};
 
 use crate::asr::engine::load_model;
 use crate::asr::model::inspect;
-use crate::asr::remote::{Conn, BUSY_HEADER};
 use crate::asr::ModelInfo;
 use crate::log_line;
-use access::{Access, Cidr, Peer, Token};
-use call::{classify, Afterlife, CallConfig, ServedCall, TextMessage};
+use crate::net::Conn;
+use crate::protocol::{BadMessage, ClientMessage, BUSY_HEADER, HEADER_ON, IDLE_HEADER, PAUSE_HEADER};
+use access::{Access, Cidr, Peer};
+use call::{Afterlife, CallConfig, ServedCall};
 use http::{Replayed, HANDSHAKE_DEADLINE};
 use pool::{Pool, Usage};
 use stats::{Refusal, Stats};
@@ -325,7 +326,7 @@ pub fn run(args: ServeArgs) -> crate::ModeResult {
 fn serve(args: ServeArgs) -> Result<(), String> {
     // First, while this is the only thread: the environment is read and cleared here.
     let passed = Listener::inherited()?;
-    let token = Token::configured(args.token_file.as_deref(), std::env::var("ASR_BRIDGE_TOKEN").ok())?;
+    let token = access::configured_token(args.token_file.as_deref(), std::env::var("ASR_BRIDGE_TOKEN").ok())?;
     std::env::remove_var("ASR_BRIDGE_TOKEN");
     let (idle, drain, mode) = (args.idle_timeout, args.drain_timeout, args.socket_mode);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
@@ -623,8 +624,8 @@ fn handshake(conn: Conn, read: Vec<u8>, until: Instant, idle: Option<Duration>, 
             resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
         }
         if let Some(v) = idle.and_then(|i| HeaderValue::from_str(&i.as_millis().to_string()).ok()) {
-            resp.headers_mut().insert(crate::asr::remote::IDLE_HEADER, v);
-            resp.headers_mut().insert(crate::asr::remote::PAUSE_HEADER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(IDLE_HEADER, v);
+            resp.headers_mut().insert(PAUSE_HEADER, HeaderValue::from_static(HEADER_ON));
         }
         Ok(resp)
     };
@@ -695,7 +696,7 @@ fn admit<'a>(sh: &'a Shared, conn: &mut Conn, peer: Peer) -> Option<SlotGuard<'a
             Refusal::ClientShare => format!("{peer} holds its share of the calls (--max-calls-per-client)"),
         };
         log_line!("refused a call from {peer}: {why}");
-        http::respond(conn, 503, &[(BUSY_HEADER, "1")], &format!("{why}\n"));
+        http::respond(conn, 503, &[(BUSY_HEADER, HEADER_ON)], &format!("{why}\n"));
         return None;
     }
     Some(SlotGuard(&sh.stats, client))
@@ -847,22 +848,23 @@ fn serve_call(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize, call: &
         };
         let received = Instant::now();
         let (work, last): (Work, bool) = match msg {
-            Message::Text(t) => match classify(t.as_str()) {
-                TextMessage::Config(c) => {
-                    if call.is_some() {
-                        log_line!("call {id}: config after audio ignored");
-                    } else if let Err(e) = cfg.apply(&c) {
-                        return Err((Some(CloseCode::Policy), format!("bad config: {e}")));
-                    }
+            Message::Text(t) => match ClientMessage::parse(t.as_str()) {
+                Ok(ClientMessage::Config(_)) | Err(BadMessage::Config(_)) if call.is_some() => {
+                    log_line!("call {id}: config after audio ignored");
                     continue;
                 }
-                TextMessage::Pause => {
+                Ok(ClientMessage::Config(c)) => {
+                    cfg.apply(&c).map_err(|e| (Some(CloseCode::Policy), format!("bad config: {e}")))?;
+                    continue;
+                }
+                Err(BadMessage::Config(e)) => return Err((Some(CloseCode::Policy), format!("bad config: {e}"))),
+                Ok(ClientMessage::Pause) => {
                     quiet.pause();
                     continue;
                 }
-                TextMessage::Eof => (Work::Final, true),
-                TextMessage::Reset => (Work::Final, false),
-                TextMessage::Other => return Err((Some(CloseCode::Unsupported), "unsupported text message".into())),
+                Ok(ClientMessage::Eof) => (Work::Final, true),
+                Ok(ClientMessage::Reset) => (Work::Final, false),
+                Err(BadMessage::Unsupported) => return Err((Some(CloseCode::Unsupported), "unsupported text message".into())),
             },
             Message::Binary(b) => {
                 let seconds = b.len() as f64 / 2.0 / f64::from(cfg.sample_rate.max(1));

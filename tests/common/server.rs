@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use asr_bridge::asr::remote::{fetch_stats, ServerAddr};
+use asr_bridge::net::{fetch_stats, ServerAddr};
 use tungstenite::WebSocket;
 
 use super::{bin, model};

@@ -70,8 +70,9 @@ use super::http::Replayed;
 use super::pool::Usage;
 use super::Shared;
 use crate::asr::endpoint::EndReason;
-use crate::asr::engine::{block_len, Segment, Transcript};
+use crate::asr::engine::{block_len, Transcript};
 use crate::log_line;
+use crate::protocol::Reply;
 use codec::Codec;
 use decoder::{Decoder, Finishing};
 use listen::Listening;
@@ -354,7 +355,7 @@ impl Session<'_> {
     /// 1, ..); scores 0-1000. No text: no result.
     fn results_of(&self, json: &str) -> Vec<SpeechResult> {
         let mut t = Transcript::default();
-        if let Some(seg) = serde_json::from_str(json).ok().as_ref().and_then(Segment::from_reply) {
+        if let Some(seg) = Reply::parse(json).ok().and_then(Reply::into_segment) {
             t.push(seg);
         }
         let grammar = self.params.grammar_name();
