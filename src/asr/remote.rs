@@ -13,10 +13,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::engine::{EngineOptions, Transcript};
 use super::AsrError;
-use crate::net::{connect_with_idle, Conn};
+use crate::net::{connect_with_idle, Conn, ServerAddr};
 use crate::protocol::{ClientMessage, Config, Reply, Token};
-
-/// Where `bench.rs` and `benches/soak.rs` still look for them; new code uses [`crate::net`].
 
 /// What a call does when its servers do not take it: why each one did not, in the order
 /// tried, as one error. Every server busy, or some busy and the rest unreachable: busy (the
