@@ -84,7 +84,7 @@ fn main() {
     // (calls so far, server RSS MB, warm pool's idle MB)
     let mut memory: Vec<(usize, f64, f64)> = Vec::new();
     let sample = |i: usize, memory: &mut Vec<(usize, f64, f64)>| {
-        let rss = asr_bridge::log::proc_kb(&server.id().to_string(), "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+        let rss = asr_bridge::procfs::proc_kb(&server.id().to_string(), "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0;
         let idle = asr_bridge::net::fetch_stats(&addr, Duration::from_secs(5), None).ok().and_then(|s| s["warm"]["idle_mb"].as_f64()).unwrap_or(f64::NAN);
         memory.push((i, rss, idle));
     };
@@ -190,7 +190,7 @@ fn main() {
     if !status.success() {
         problems.push(format!("server exited {status:?} on SIGTERM"));
     }
-    let left = asr_bridge::log::children_of(std::process::id());
+    let left = asr_bridge::procfs::children_of(std::process::id());
     let fds_after = open_fds();
     let report = serde_json::json!({
         "calls": calls, "seed": seed, "with_hangup": hangups, "outcomes": outcomes, "served_calls": served_calls,

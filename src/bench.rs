@@ -503,12 +503,12 @@ impl BenchServer {
 
     /// The server's resident memory now, kB.
     fn rss_kb(&self) -> u64 {
-        crate::log::proc_kb(&self.child.id().to_string(), "status", "VmRSS:").unwrap_or(0)
+        crate::procfs::proc_kb(&self.child.id().to_string(), "status", "VmRSS:").unwrap_or(0)
     }
 
     /// CPU seconds the server has used, and seconds of audio it has been sent.
     fn work(&self) -> (f64, f64) {
-        let cpu = crate::log::proc_cpu_s(self.child.id()).unwrap_or(f64::NAN);
+        let cpu = crate::procfs::proc_cpu_s(self.child.id()).unwrap_or(f64::NAN);
         let audio = self.stats().ok().and_then(|s| s["audio_s"].as_f64()).unwrap_or(f64::NAN);
         (cpu, audio)
     }
@@ -1054,9 +1054,9 @@ fn start_to_streaming(r: &Run) -> Option<f64> {
 /// proportional set size splits shared pages (libvosk's code, the C++ runtime) among the
 /// processes mapping them, so summed over processes it is the memory really used.
 fn children_pss_kb() -> Vec<(u32, u64)> {
-    crate::log::children_of(std::process::id())
+    crate::procfs::children_of(std::process::id())
         .into_iter()
-        .map(|pid| (pid, crate::log::proc_kb(&pid.to_string(), "smaps_rollup", "Pss:").unwrap_or(0)))
+        .map(|pid| (pid, crate::procfs::proc_kb(&pid.to_string(), "smaps_rollup", "Pss:").unwrap_or(0)))
         .collect()
 }
 

@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(clippy::print_stdout)]
+#![warn(unreachable_pub)]
 
 pub mod agi;
 pub mod asr;
@@ -23,7 +24,8 @@ pub mod config;
 pub mod log;
 pub mod menu;
 pub mod net;
-pub mod profile;
+pub(crate) mod profile;
+pub mod procfs;
 pub mod protocol;
 pub mod doctor;
 pub mod serve;

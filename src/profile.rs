@@ -12,7 +12,7 @@ use clap::CommandFactory;
 use crate::config::CallArgs;
 
 /// The config file read when none is named and `/etc/asr_bridge.toml` exists.
-pub const DEFAULT_CONFIG: &str = "/etc/asr_bridge.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/asr_bridge.toml";
 
 /// Errors in the config file.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ fn table_args(path: &str, text: &str, section: &str, table: &toml::Table, env_se
 
 /// A parsed config file.
 #[derive(Debug, Clone)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     pub path: PathBuf,
     text: String,
     doc: toml::Table,
@@ -100,7 +100,7 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// Reads and parses the file; unknown keys are found by [`ConfigFile::args`].
-    pub fn load(path: &Path) -> Result<ConfigFile, ProfileError> {
+    pub(crate) fn load(path: &Path) -> Result<ConfigFile, ProfileError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read { path: p.clone(), reason: e.to_string() })?;
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ProfileError::Read {
@@ -111,7 +111,7 @@ impl ConfigFile {
     }
 
     /// Profile names.
-    pub fn profiles(&self) -> Vec<String> {
+    pub(crate) fn profiles(&self) -> Vec<String> {
         match self.doc.get("profile") {
             Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
             _ => Vec::new(),
@@ -119,7 +119,7 @@ impl ConfigFile {
     }
 
     /// The file's arguments: its defaults, then the profile's (if any).
-    pub fn args(&self, profile: Option<&str>, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<String>, ProfileError> {
+    pub(crate) fn args(&self, profile: Option<&str>, env_set: &dyn Fn(&str) -> bool) -> Result<Vec<String>, ProfileError> {
         let p = self.path.display().to_string();
         let mut defaults = self.doc.clone();
         let profiles = match defaults.remove("profile") {
@@ -151,14 +151,14 @@ impl ConfigFile {
 }
 
 /// The value of `--name=value` in argv (the last one wins), if given.
-pub fn arg_value(argv: &[String], name: &str) -> Option<String> {
+pub(crate) fn arg_value(argv: &[String], name: &str) -> Option<String> {
     let prefix = format!("--{name}=");
     argv.iter().rev().find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// The config file to read: `--config`, then `ASR_BRIDGE_CONFIG`, then `/etc/asr_bridge.toml`
 /// if it exists.
-pub fn config_path(argv: &[String]) -> Option<PathBuf> {
+pub(crate) fn config_path(argv: &[String]) -> Option<PathBuf> {
     arg_value(argv, "config")
         .or_else(|| std::env::var("ASR_BRIDGE_CONFIG").ok().filter(|v| !v.is_empty()))
         .map(PathBuf::from)
@@ -166,7 +166,7 @@ pub fn config_path(argv: &[String]) -> Option<PathBuf> {
 }
 
 /// argv with the config file's defaults and profile put in front of it.
-pub fn expand(argv: Vec<String>) -> Result<Vec<String>, ProfileError> {
+pub(crate) fn expand(argv: Vec<String>) -> Result<Vec<String>, ProfileError> {
     let profile = arg_value(&argv, "profile").filter(|p| !p.is_empty());
     let Some(path) = config_path(&argv) else {
         return match profile {

@@ -263,7 +263,7 @@ fn model_without_upsampling_is_fed_resampled_audio() {
     call.opts.bridge_args.push(format!("--model={}", variant.display()));
     let out = call.run();
     out.assert_ok();
-    assert_eq!(out.json().resampling, true);
+    assert!(out.json().resampling);
     assert!(!out.var("ASR_TEXT").is_empty());
 }
 

@@ -12,7 +12,7 @@ use super::reply::{Parsed, ReplyParser};
 use super::{AgiError, AgiHeader, Command, Reply};
 
 /// Lines longer than this are cut (Asterisk never sends one; garbage might).
-pub const MAX_LINE_IN: usize = 64 * 1024;
+pub(crate) const MAX_LINE_IN: usize = 64 * 1024;
 
 /// What the stdin reader thread delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl<W: Write> AgiWriter<W> {
 
 /// What a command that was interrupted by the next one still owes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owed {
+pub(crate) enum Owed {
     /// A reply will come (WAIT FOR DIGIT answers `200 result=1` when interrupted).
     Reply,
     /// A reply comes only if the command ended by itself at the same moment: STREAM FILE
@@ -118,7 +118,7 @@ impl Owed {
 /// The controller's side of the protocol: strict lock-step with deadlines. A command whose
 /// reply is awaited is "running"; sending another command interrupts it, and what it still
 /// owes is matched and dropped before the new command's reply (`research/eagi-semantics.md` §1).
-pub struct Agi<W: Write> {
+pub(crate) struct Agi<W: Write> {
     writer: AgiWriter<W>,
     lines: Receiver<LineEvent>,
     hangups: Receiver<i32>,
@@ -134,10 +134,10 @@ pub struct Agi<W: Write> {
 }
 
 /// How long a reply may take once the channel has hung up (Asterisk answers at once then).
-pub const DEAD_REPLY_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const DEAD_REPLY_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl<W: Write> Agi<W> {
-    pub fn new(out: W, lines: Receiver<LineEvent>, hangups: Receiver<i32>) -> Self {
+    pub(crate) fn new(out: W, lines: Receiver<LineEvent>, hangups: Receiver<i32>) -> Self {
         Agi {
             writer: AgiWriter::new(out),
             lines,
@@ -154,12 +154,12 @@ impl<W: Write> Agi<W> {
     }
 
     /// True once SIGHUP arrived or a reply said the channel is dead.
-    pub fn hung_up(&self) -> bool {
+    pub(crate) fn hung_up(&self) -> bool {
         self.hung_up
     }
 
     /// Records a signal the controller received (SIGHUP means hangup; any signal ends the call).
-    pub fn on_signal(&mut self, sig: Option<i32>) {
+    pub(crate) fn on_signal(&mut self, sig: Option<i32>) {
         self.hung_up = true;
         if self.signal.is_none() || sig == Some(libc::SIGHUP) {
             self.signal = sig;
@@ -167,45 +167,46 @@ impl<W: Write> Agi<W> {
     }
 
     /// The signal that ended the call, if one did.
-    pub fn signal(&self) -> Option<i32> {
+    pub(crate) fn signal(&self) -> Option<i32> {
         self.signal
     }
 
     /// The receiver of raw lines, for a controller that `select!`s while a command runs.
-    pub fn lines(&self) -> &Receiver<LineEvent> {
+    pub(crate) fn lines(&self) -> &Receiver<LineEvent> {
         &self.lines
     }
 
     /// The signal receiver (SIGHUP, SIGTERM, SIGINT numbers).
-    pub fn hangups(&self) -> &Receiver<i32> {
+    pub(crate) fn hangups(&self) -> &Receiver<i32> {
         &self.hangups
     }
 
     /// True once a reply failed to come before its deadline: the host may have stopped
     /// answering, so later waits should be short.
-    pub fn timed_out(&self) -> bool {
+    pub(crate) fn timed_out(&self) -> bool {
         self.timed_out
     }
 
     /// True once stdout failed (EPIPE) or stdin reached EOF: nothing more can be said.
-    pub fn broken(&self) -> bool {
+    pub(crate) fn broken(&self) -> bool {
         self.broken
     }
 
     /// True while a sent command's reply is still awaited.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.running.is_some()
     }
 
     /// Replies still owed by interrupted commands.
-    pub fn owed(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn owed(&self) -> usize {
         self.owed.len()
     }
 
     /// Reads the environment header: lines up to the empty line, with a deadline. A malformed
     /// line does not stop the reading (the host still waits for commands after the empty
     /// line); the first such error comes back beside the header.
-    pub fn read_header(&mut self, timeout: Duration) -> Result<(AgiHeader, Option<AgiError>), AgiError> {
+    pub(crate) fn read_header(&mut self, timeout: Duration) -> Result<(AgiHeader, Option<AgiError>), AgiError> {
         let deadline = Instant::now() + timeout;
         let mut header = AgiHeader::default();
         let mut first_error = None;
@@ -235,7 +236,7 @@ impl<W: Write> Agi<W> {
 
     /// Sends a command whose reply is read later ([`Agi::accept_line`] or
     /// [`Agi::wait_running`]). A command still running is interrupted by it.
-    pub fn start(&mut self, cmd: &Command) -> Result<(), AgiError> {
+    pub(crate) fn start(&mut self, cmd: &Command) -> Result<(), AgiError> {
         if let Some((_, owed)) = self.running.take() {
             self.owed.push_back(owed);
         }
@@ -248,7 +249,7 @@ impl<W: Write> Agi<W> {
     }
 
     /// Feeds one raw line; returns a reply when the line completes one.
-    pub fn feed_line(&mut self, line: &str) -> Option<Reply> {
+    pub(crate) fn feed_line(&mut self, line: &str) -> Option<Reply> {
         match self.parser.feed(line) {
             Parsed::Reply(r) => {
                 if r.is_hangup() {
@@ -266,7 +267,7 @@ impl<W: Write> Agi<W> {
 
     /// Feeds one raw line; returns the running command's reply when the line completes it.
     /// Replies owed by interrupted commands are matched and dropped first.
-    pub fn accept_line(&mut self, line: &str) -> Option<Reply> {
+    pub(crate) fn accept_line(&mut self, line: &str) -> Option<Reply> {
         let r = self.feed_line(line)?;
         while let Some(front) = self.owed.pop_front() {
             match front {
@@ -288,7 +289,7 @@ impl<W: Write> Agi<W> {
 
     /// Waits for the running command's reply until `deadline`. SIGHUP meanwhile shortens the
     /// wait to [`DEAD_REPLY_TIMEOUT`] (Asterisk answers a running command at once on hangup).
-    pub fn wait_running(&mut self, deadline: Instant) -> Result<Reply, AgiError> {
+    pub(crate) fn wait_running(&mut self, deadline: Instant) -> Result<Reply, AgiError> {
         let command = self.running.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
         let started = Instant::now();
         let mut deadline = deadline;
@@ -327,7 +328,7 @@ impl<W: Write> Agi<W> {
     }
 
     /// One command, then its reply, within `timeout` (interrupting a running command).
-    pub fn call(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, AgiError> {
+    pub(crate) fn call(&mut self, cmd: &Command, timeout: Duration) -> Result<Reply, AgiError> {
         self.start(cmd)?;
         self.wait_running(Instant::now() + timeout)
     }

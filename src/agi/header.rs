@@ -3,8 +3,6 @@
 
 use super::AgiError;
 
-/// Longest header line kept; longer lines are cut (Asterisk's values are short).
-pub const MAX_HEADER_LINE: usize = 8192;
 
 /// The parsed header: every `key: value` pair in arrival order, unknown keys included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

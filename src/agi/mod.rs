@@ -4,9 +4,9 @@
 //! Everything here runs on the controller (main) thread except the stdin reader thread that
 //! [`channel::spawn_line_reader`] starts. Only [`channel::AgiWriter`] writes to stdout.
 
-pub mod channel;
+pub(crate) mod channel;
 pub mod command;
-pub mod header;
+pub(crate) mod header;
 pub mod invariants;
 pub mod reply;
 

@@ -35,7 +35,7 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// One attempt's recognizer: libvosk in this process, a recognizer on a server, or any
 /// later backend. Fed blocks in order; `finish` gives the transcript of all of them.
-pub trait Decoder {
+pub(crate) trait Decoder {
     fn accept(&mut self, block: &[i16]) -> Result<(), AsrError>;
     fn finish(self: Box<Self>) -> Result<Transcript, AsrError>;
     /// Keeps a connection from the server's idle timeout while no audio flows.
@@ -88,7 +88,7 @@ impl Decoder for RemoteEngine {
 
 /// What the decoder stage needs.
 #[derive(Debug, Clone)]
-pub struct DecoderConfig {
+pub(crate) struct DecoderConfig {
     pub backend: Plan,
     pub rate: u32,
     pub record: Option<PathBuf>,
@@ -98,7 +98,7 @@ pub struct DecoderConfig {
 }
 
 /// The endpointer's side of the stage, as the decoder sees it.
-pub struct DecoderInput {
+pub(crate) struct DecoderInput {
     pub ring: rtrb::Consumer<i16>,
     pub spans: Receiver<Span>,
     pub stats: Arc<AudioStats>,
@@ -107,7 +107,7 @@ pub struct DecoderInput {
 }
 
 /// Makes a decoder per attempt, and falls back to the in-process model where asked.
-pub enum Source {
+pub(crate) enum Source {
     Local { model: vosk::Model, info: ModelInfo, opts: EngineOptions },
     Remote { pool: Pool, server: ServerConfig, opts: EngineOptions },
 }
@@ -311,13 +311,13 @@ struct Live {
 }
 
 /// Runs the stage until the call ends.
-pub fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> Result<(), AsrError> {
+pub(crate) fn run(cfg: &DecoderConfig, input: DecoderInput, events: &Sender<Event>) -> Result<(), AsrError> {
     let _ = input.thread.set(std::thread::current());
     let t = Instant::now();
     let mut source = Source::open(cfg, events)?;
     let (first, backend) = source.decoder_or_fallback(cfg, events)?;
     let load = t.elapsed();
-    let cpu_s = crate::log::rusage().0;
+    let cpu_s = crate::procfs::rusage().0;
     let resampling = first.resampling();
     let _ = events.send(Event::ModelLoaded { load, resampling, cpu_s, backend, ready: Instant::now() });
     if cfg.fault == Some(Fault::RecognizerPanic) {

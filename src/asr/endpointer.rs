@@ -24,7 +24,7 @@ use super::AsrError;
 use crate::audio::{AudioReader, StreamPos};
 
 /// A wait for audio longer than this, with the ring empty, counts as silence (DTX).
-pub const DTX_GRACE: Duration = Duration::from_millis(60);
+pub(crate) const DTX_GRACE: Duration = Duration::from_millis(60);
 
 /// The longest sleep between checks while listening (the reader wakes the thread sooner).
 const MAX_NAP_MS: f64 = 20.0;
@@ -34,7 +34,7 @@ const IDLE_DRAIN: Duration = Duration::from_millis(100);
 
 /// What the endpointer needs.
 #[derive(Debug, Clone, Copy)]
-pub struct EndpointerConfig {
+pub(crate) struct EndpointerConfig {
     pub rate: u32,
     pub timers: Timers,
     pub vad_mode: u8,
@@ -45,7 +45,7 @@ pub struct EndpointerConfig {
 /// Where an attempt's audio lies in the decoder ring, in samples handed on since the call
 /// began. Sent by the endpointer to the decoder stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Span {
+pub(crate) enum Span {
     /// An attempt starts: the samples that follow are its audio.
     Begin,
     /// The attempt's audio ends at position `upto`. `text`: decode it and report the
@@ -73,7 +73,7 @@ pub struct Endpoint {
 }
 
 /// The decoder stage as the endpointer sees it: its ring and its span channel.
-pub struct DecoderFeed {
+pub(crate) struct DecoderFeed {
     pub ring: rtrb::Producer<i16>,
     pub spans: Sender<Span>,
     /// The decoder thread, woken when samples or spans are handed on.
@@ -95,23 +95,23 @@ impl DecoderFeed {
 
 /// The controller's handle on the endpointer: messages wake its thread at once.
 #[derive(Clone)]
-pub struct Controls {
+pub(crate) struct Controls {
     tx: Sender<Control>,
     thread: Arc<OnceLock<Thread>>,
 }
 
 impl Controls {
-    pub fn new(tx: Sender<Control>, thread: Arc<OnceLock<Thread>>) -> Controls {
+    pub(crate) fn new(tx: Sender<Control>, thread: Arc<OnceLock<Thread>>) -> Controls {
         Controls { tx, thread }
     }
 
-    pub fn send(&self, c: Control) -> Result<(), crossbeam_channel::SendError<Control>> {
+    pub(crate) fn send(&self, c: Control) -> Result<(), crossbeam_channel::SendError<Control>> {
         let r = self.tx.send(c);
         self.wake();
         r
     }
 
-    pub fn try_send(&self, c: Control) -> Result<(), crossbeam_channel::TrySendError<Control>> {
+    pub(crate) fn try_send(&self, c: Control) -> Result<(), crossbeam_channel::TrySendError<Control>> {
         let r = self.tx.try_send(c);
         self.wake();
         r
@@ -125,7 +125,7 @@ impl Controls {
 }
 
 /// The running stage.
-pub struct Endpointer {
+pub(crate) struct Endpointer {
     cfg: EndpointerConfig,
     audio: AudioReader,
     out: DecoderFeed,
@@ -153,7 +153,7 @@ enum AttemptEnd {
 
 impl Endpointer {
     /// Builds the stage (on its own thread: the VAD is not `Send`).
-    pub fn new(cfg: EndpointerConfig, audio: AudioReader, out: DecoderFeed) -> Result<Endpointer, AsrError> {
+    pub(crate) fn new(cfg: EndpointerConfig, audio: AudioReader, out: DecoderFeed) -> Result<Endpointer, AsrError> {
         let vad = VoiceDetector::new(cfg.rate, cfg.vad_mode).ok_or_else(|| AsrError::Decode {
             rate: cfg.rate,
             reason: "the VAD takes 8, 16, 32 or 48 kHz audio only".into(),
@@ -177,7 +177,7 @@ impl Endpointer {
     }
 
     /// Serves attempts until told to stop.
-    pub fn run(mut self, events: &Sender<Event>, control: &Receiver<Control>) {
+    pub(crate) fn run(mut self, events: &Sender<Event>, control: &Receiver<Control>) {
         let _ = self.audio.waker.set(std::thread::current());
         let mut listened = false;
         loop {

@@ -2,20 +2,21 @@
 //! gate, and the two stages that join them to the audio ring: the endpointer (decisions on
 //! arrival) and the decoder (text at its own pace), wired in [`recognizer`].
 
-pub mod decoder;
+pub(crate) mod decoder;
 pub mod endpoint;
-pub mod endpointer;
+pub(crate) mod endpointer;
 pub mod engine;
 pub mod grammar;
 pub mod model;
-pub mod noise;
-pub mod recognizer;
+pub(crate) mod noise;
+pub(crate) mod recognizer;
 pub mod remote;
-pub mod resident;
-pub mod vosk_raw;
+pub(crate) mod resident;
+pub(crate) mod vosk_raw;
 
 pub use engine::{Engine, Transcript};
 pub use model::ModelInfo;
+pub use recognizer::{Fault, ServerConfig};
 
 use serde::{Deserialize, Serialize};
 

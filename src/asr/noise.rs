@@ -140,7 +140,7 @@ impl HighPass {
 
 /// The noise gate: one per call, fed every 20 ms frame with the VAD's decision for it.
 #[derive(Debug, Clone)]
-pub struct NoiseGate {
+pub(crate) struct NoiseGate {
     hp: HighPass,
     /// Decimation factor to about 8 kHz for the periodicity history.
     dec: usize,
@@ -164,7 +164,7 @@ pub struct NoiseGate {
 impl NoiseGate {
     /// A gate for audio at `rate` Hz (8000 or 16000 in the bridge; any rate works, the
     /// periodicity being measured at `rate / round(rate / 8000)`).
-    pub fn new(rate: u32) -> NoiseGate {
+    pub(crate) fn new(rate: u32) -> NoiseGate {
         let rate = rate.max(1000);
         let dec = (((rate + 4000) / 8000) as usize).max(1);
         let eff = rate as usize / dec;
@@ -192,24 +192,20 @@ impl NoiseGate {
 
     /// The noise floor, dB relative to full scale, of the high-passed (above 200 Hz) frame
     /// energy; -100 for digital silence or before the first frame.
-    pub fn floor_dbfs(&self) -> f64 {
+    pub(crate) fn floor_dbfs(&self) -> f64 {
         self.floor
     }
 
-    /// The last frame's high-passed energy, dB (as [`NoiseGate::floor_dbfs`]).
-    pub fn frame_dbfs(&self) -> f64 {
-        self.last_energy
-    }
-
     /// The last frame's periodicity (0-1).
-    pub fn periodicity(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn periodicity(&self) -> f64 {
         self.last_per
     }
 
     /// One 20 ms frame and the VAD's decision for it: speech only when the VAD says voice
     /// and the frame stands out from the noise floor (see the module doc). Always updates
     /// the floor, whatever `vad_voiced` says.
-    pub fn is_speech(&mut self, frame: &[i16], vad_voiced: bool) -> bool {
+    pub(crate) fn is_speech(&mut self, frame: &[i16], vad_voiced: bool) -> bool {
         let (e, silent) = self.measure(frame);
         let per = self.periodicity_now();
         self.last_energy = e;

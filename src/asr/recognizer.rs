@@ -52,7 +52,7 @@ impl ServerConfig {
 
 /// Where decoding happens.
 #[derive(Debug, Clone)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// The model loads in this process (checked already).
     Local(ModelInfo),
     /// A resident server; `fallback` is the local model to load when it cannot be reached
@@ -69,7 +69,7 @@ pub enum Fault {
 
 /// What the recognizer needs to start.
 #[derive(Debug, Clone)]
-pub struct RecognizerConfig {
+pub(crate) struct RecognizerConfig {
     pub backend: Plan,
     pub audio_rate: u32,
     pub timers: Timers,
@@ -85,7 +85,7 @@ pub struct RecognizerConfig {
 
 /// Reports to the controller.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// The model is loaded (or the server connected) and decoding starts. `load` is the time
     /// it took; `backend` says where decoding happens.
     ModelLoaded { load: Duration, resampling: bool, cpu_s: f64, backend: super::Backend, ready: Instant },
@@ -114,7 +114,7 @@ pub enum Event {
 
 /// Messages from the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// Start a listening attempt. `drain_to` drops audio up to that stream position (in
     /// samples, as counted by the fd 3 reader when the controller decided): prompt-time audio
     /// with barge-in off, or audio between attempts. `timers_at` starts the no-input timer at
@@ -158,7 +158,7 @@ impl Outcome {
 }
 
 /// Starts both stages. `control` reaches the endpointer; both report on `events`.
-pub fn spawn(cfg: RecognizerConfig, audio: AudioReader, events: Sender<Event>) -> std::io::Result<Controls> {
+pub(crate) fn spawn(cfg: RecognizerConfig, audio: AudioReader, events: Sender<Event>) -> std::io::Result<Controls> {
     let (ring_tx, ring_rx) = rtrb::RingBuffer::new(RING_CAPACITY);
     let (span_tx, span_rx) = unbounded();
     let (ctl_tx, ctl_rx) = bounded(8);

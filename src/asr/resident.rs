@@ -31,13 +31,13 @@ use std::time::{Duration, Instant};
 use crate::net::ServerAddr;
 
 /// How long a first call waits for the server it started to load the model and answer.
-pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The reply deadline on the resident server (at least; `--server-timeout` if longer).
-pub const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The directory of the resident servers' sockets, locks and logs.
-pub fn runtime_dir() -> Result<PathBuf, String> {
+pub(crate) fn runtime_dir() -> Result<PathBuf, String> {
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
         let dir = PathBuf::from(x).join("asr_bridge");
         return match private_dir(&dir) {
@@ -59,7 +59,7 @@ pub fn runtime_dir() -> Result<PathBuf, String> {
 
 /// The socket of `model`'s resident server in `dir`: the model's name for people, a hash of
 /// its canonical path so that two models never share a server.
-pub fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
+pub(crate) fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
     let canonical = model.canonicalize().map_err(|e| format!("{}: {e}", model.display()))?;
     let name: String = canonical
         .file_name()
@@ -71,7 +71,7 @@ pub fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
 }
 
 /// The address of `model`'s resident server, started here if none answers.
-pub fn find_or_start(model: &Path, exe: &Path, timeout: Duration) -> Result<ServerAddr, String> {
+pub(crate) fn find_or_start(model: &Path, exe: &Path, timeout: Duration) -> Result<ServerAddr, String> {
     let dir = runtime_dir()?;
     let sock = socket_path(&dir, model)?;
     let addr = ServerAddr::Unix(sock.clone());

@@ -36,7 +36,7 @@ fn recognizer_handle(r: &mut Recognizer) -> *mut VoskRecognizer {
 }
 
 /// Whether the model's vocabulary holds `word`. Takes `&Model`: libvosk's lookup only reads.
-pub fn knows(model: &Model, word: &str) -> bool {
+pub(crate) fn knows(model: &Model, word: &str) -> bool {
     let Ok(w) = CString::new(word) else { return false };
     // SAFETY: the handle is live for as long as `model` is borrowed; `w` is a valid C string;
     // vosk_model_find_word reads the model's symbol table and nothing else (libvosk's
@@ -46,7 +46,7 @@ pub fn knows(model: &Model, word: &str) -> bool {
 
 /// Which result to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Take {
+pub(crate) enum Take {
     /// The segment libvosk's endpoint just closed (`vosk_recognizer_result`).
     Closed,
     /// Everything left, ending the utterance (`vosk_recognizer_final_result`).
@@ -56,7 +56,7 @@ pub enum Take {
 }
 
 /// libvosk's JSON for `take`, exactly as libvosk wrote it.
-pub fn json(rec: &mut Recognizer, take: Take) -> String {
+pub(crate) fn json(rec: &mut Recognizer, take: Take) -> String {
     let h = recognizer_handle(rec);
     // SAFETY: `rec` is borrowed mutably, so nothing else uses the recognizer; libvosk returns
     // a NUL-terminated string it owns until the next call on this recognizer, copied here

@@ -9,7 +9,7 @@ const ULAW_BIAS: i32 = 0x84;
 const ULAW_CLIP: i32 = 32635;
 
 /// One µ-law byte as a 16-bit sample.
-pub fn ulaw_to_linear(byte: u8) -> i16 {
+pub(crate) fn ulaw_to_linear(byte: u8) -> i16 {
     let u = !byte;
     let exponent = i32::from((u >> 4) & 0x07);
     let mantissa = i32::from(u & 0x0f);
@@ -18,7 +18,7 @@ pub fn ulaw_to_linear(byte: u8) -> i16 {
 }
 
 /// One 16-bit sample as a µ-law byte.
-pub fn linear_to_ulaw(sample: i16) -> u8 {
+pub(crate) fn linear_to_ulaw(sample: i16) -> u8 {
     let s = i32::from(sample);
     let sign = if s < 0 { 0x80 } else { 0 };
     let magnitude = s.unsigned_abs().min(ULAW_CLIP as u32) as i32 + ULAW_BIAS;
@@ -28,7 +28,7 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
 }
 
 /// One A-law byte as a 16-bit sample.
-pub fn alaw_to_linear(byte: u8) -> i16 {
+pub(crate) fn alaw_to_linear(byte: u8) -> i16 {
     let a = byte ^ 0x55;
     let exponent = i32::from((a >> 4) & 0x07);
     let mantissa = i32::from(a & 0x0f);
@@ -40,7 +40,7 @@ pub fn alaw_to_linear(byte: u8) -> i16 {
 }
 
 /// One 16-bit sample as an A-law byte.
-pub fn linear_to_alaw(sample: i16) -> u8 {
+pub(crate) fn linear_to_alaw(sample: i16) -> u8 {
     let s = i32::from(sample);
     let sign: u8 = if s >= 0 { 0x80 } else { 0 };
     let magnitude = s.unsigned_abs().min(32767) as i32;

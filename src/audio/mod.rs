@@ -1,10 +1,10 @@
 //! Caller audio: the fd 3 reader thread and its lock-free ring, the EAGI audio formats, the
 //! resampler for models that need a higher rate, and WAV helpers.
 
-pub mod format;
-pub mod g711;
+pub(crate) mod format;
+pub(crate) mod g711;
 pub mod reader;
-pub mod resample;
+pub(crate) mod resample;
 pub mod synth;
 pub mod wav;
 

@@ -7,7 +7,7 @@ use rubato::{FftFixedIn, Resampler as _};
 use super::AudioError;
 
 /// A fixed-block resampler from `from` Hz to `to` Hz for mono i16 audio.
-pub struct Resampler {
+pub(crate) struct Resampler {
     inner: FftFixedIn<f32>,
     input: Vec<Vec<f32>>,
     output: Vec<Vec<f32>>,
@@ -16,7 +16,7 @@ pub struct Resampler {
 
 impl Resampler {
     /// A resampler that takes exactly `block` input samples per call.
-    pub fn new(from: u32, to: u32, block: usize) -> Result<Resampler, AudioError> {
+    pub(crate) fn new(from: u32, to: u32, block: usize) -> Result<Resampler, AudioError> {
         let inner = FftFixedIn::<f32>::new(from as usize, to as usize, block, 2, 1).map_err(|e| {
             AudioError::Resample {
                 from,
@@ -34,12 +34,12 @@ impl Resampler {
     }
 
     /// Input samples per call.
-    pub fn block(&self) -> usize {
+    pub(crate) fn block(&self) -> usize {
         self.block
     }
 
     /// Resamples one block of exactly [`Resampler::block`] samples, appending to `out`.
-    pub fn process(&mut self, block: &[i16], out: &mut Vec<i16>) {
+    pub(crate) fn process(&mut self, block: &[i16], out: &mut Vec<i16>) {
         debug_assert_eq!(block.len(), self.block);
         for (d, s) in self.input[0].iter_mut().zip(block) {
             *d = *s as f32 / 32768.0;

@@ -18,7 +18,7 @@ use crate::protocol::Token;
 
 /// The token of `--token-file`, else of `ASR_BRIDGE_TOKEN`, else none; long enough for a TCP
 /// listener ([`Token::for_listener`]) wherever it came from.
-pub fn configured_token(file: Option<&Path>, env: Option<String>) -> Result<Option<Token>, String> {
+pub(crate) fn configured_token(file: Option<&Path>, env: Option<String>) -> Result<Option<Token>, String> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(f).map_err(|e| format!("--token-file {}: {e}", f.display()))?;
         return Token::for_listener(&text, &format!("--token-file {}", f.display())).map(Some);
@@ -67,7 +67,7 @@ impl Cidr {
 
 /// Who is at the other end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     Unix,
     Tcp(IpAddr),
 }
@@ -83,7 +83,7 @@ impl std::fmt::Display for Peer {
 
 /// Why a request was refused: the HTTP status and what the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// Not in `--allow` (403).
     Address,
     /// No token, or the wrong one (401).
@@ -91,14 +91,14 @@ pub enum Denied {
 }
 
 impl Denied {
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Denied::Address => 403,
             Denied::Token { .. } => 401,
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Denied::Address => "address not allowed (--allow)",
             Denied::Token { presented: false } => "a token is required (Authorization: Bearer, or Basic with the token as the password)",
@@ -151,7 +151,7 @@ fn base64(text: &str) -> Option<Vec<u8>> {
 
 /// The rule every request on this server passes.
 #[derive(Debug, Clone)]
-pub struct Access {
+pub(crate) struct Access {
     token: Option<Token>,
     anonymous: bool,
     allow: Vec<Cidr>,
@@ -160,7 +160,7 @@ pub struct Access {
 impl Access {
     /// The rule, checked against the listeners: a TCP listener needs a token or an explicit
     /// `--allow-anonymous`.
-    pub fn new(token: Option<Token>, anonymous: bool, allow: Vec<Cidr>, tcp: bool) -> Result<Access, String> {
+    pub(crate) fn new(token: Option<Token>, anonymous: bool, allow: Vec<Cidr>, tcp: bool) -> Result<Access, String> {
         if token.is_some() && anonymous {
             return Err("--allow-anonymous with a token: choose one (a token is required, or nothing is)".into());
         }
@@ -171,7 +171,7 @@ impl Access {
     }
 
     /// Whether `peer`, presenting `authorization`, may go on.
-    pub fn check(&self, peer: Peer, authorization: Option<&str>) -> Result<(), Denied> {
+    pub(crate) fn check(&self, peer: Peer, authorization: Option<&str>) -> Result<(), Denied> {
         let Peer::Tcp(ip) = peer else { return Ok(()) };
         if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
             return Err(Denied::Address);
@@ -185,7 +185,7 @@ impl Access {
     }
 
     /// A line for the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let who = match (&self.token, self.anonymous) {
             (Some(_), _) => "TCP requires the token",
             (None, true) => "TCP open to anyone (--allow-anonymous)",

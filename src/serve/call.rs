@@ -37,15 +37,15 @@ use crate::asr::{AsrError, ModelInfo};
 use crate::protocol::{Config, MergedResult, NO_PARTIAL, NO_RESULT};
 
 /// Most phrases in a `phrase_list` (a menu has tens; a directory of names, hundreds).
-pub const MAX_PHRASES: usize = 4096;
+pub(crate) const MAX_PHRASES: usize = 4096;
 /// Longest phrase, in bytes.
-pub const MAX_PHRASE_BYTES: usize = 256;
+pub(crate) const MAX_PHRASE_BYTES: usize = 256;
 /// Audio in a message fed to libvosk in one piece; a longer message is fed a block at a time.
-pub const WHOLE_SECONDS: f64 = 0.5;
+pub(crate) const WHOLE_SECONDS: f64 = 0.5;
 
 /// Settings from the config message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallConfig {
+pub(crate) struct CallConfig {
     pub sample_rate: u32,
     pub phrase_list: Option<Vec<String>>,
     pub words: bool,
@@ -57,14 +57,14 @@ pub struct CallConfig {
 }
 
 impl CallConfig {
-    pub fn new(default_rate: u32) -> CallConfig {
+    pub(crate) fn new(default_rate: u32) -> CallConfig {
         CallConfig { sample_rate: default_rate, phrase_list: None, words: true, max_alternatives: 0, partials: true }
     }
 
     /// Applies a config message (parsed by [`crate::protocol::ClientMessage::parse`], which refuses bad values
     /// with a reason): the phrase list is checked against the caps, normalized and
     /// de-duplicated; more than 100 alternatives are 100.
-    pub fn apply(&mut self, c: &Config) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, c: &Config) -> Result<(), String> {
         if let Some(r) = c.sample_rate {
             self.sample_rate = r;
         }
@@ -104,7 +104,7 @@ fn phrase_list(list: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// One call's recognizer and its audio accumulator.
-pub struct ServedCall {
+pub(crate) struct ServedCall {
     /// None: the call's grammar has no word the model knows (see the module docs).
     engine: Option<Engine>,
     /// Samples waiting for a whole block (only when the engine resamples, whose resampler takes
@@ -128,7 +128,7 @@ pub struct ServedCall {
 }
 
 /// What becomes of a call's recognizer at the end of the call.
-pub enum Afterlife {
+pub(crate) enum Afterlife {
     /// Clean: back to the warm pool.
     Warm(WarmKey, Box<Warm<Engine>>),
     /// Freed (audio left unfed, resampler state, an error).
@@ -140,7 +140,7 @@ pub enum Afterlife {
 impl ServedCall {
     /// The call's recognizer: a warm one of its key from `warm`, or one built on the shared
     /// model. Also the grammar words the model does not know.
-    pub fn open(model: &Model, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
+    pub(crate) fn open(model: &Model, info: &ModelInfo, cfg: &CallConfig, warm: &WarmPool<Engine>) -> Result<(ServedCall, Vec<String>), AsrError> {
         let key = WarmKey { rate: cfg.sample_rate, grammar: cfg.phrase_list.clone(), alternatives: cfg.max_alternatives, words: cfg.words };
         let (engine, oov, uses, bytes) = match warm.take(&key) {
             Some(w) => (Some(w.engine), w.oov, w.uses, w.bytes),
@@ -175,7 +175,7 @@ impl ServedCall {
     /// What becomes of the recognizer after the call's final result: back to the pool unless it
     /// cannot be reused cleanly (audio left unfed, the bridge resamples for it: filter state, or
     /// libvosk failed).
-    pub fn into_warm(self) -> Afterlife {
+    pub(crate) fn into_warm(self) -> Afterlife {
         let Some(engine) = self.engine else { return Afterlife::None };
         let clean = self.pending.is_empty() && self.odd.is_none() && !engine.resampling() && !self.broken;
         if clean {
@@ -189,7 +189,7 @@ impl ServedCall {
     /// final result and drops it, which ends the utterance as `eof` would (the next accept
     /// starts a new feature pipeline: nothing of this caller's voice carries over), so the
     /// recognizer can still go back warm. Audio waiting for a whole block is dropped unfed.
-    pub fn abandon(mut self) -> Afterlife {
+    pub(crate) fn abandon(mut self) -> Afterlife {
         if self.engine.is_some() && !self.broken {
             self.pending.clear();
             self.odd = None;
@@ -232,18 +232,18 @@ impl ServedCall {
     }
 
     /// The bytes of one decode job of a long message: a block.
-    pub fn piece_bytes(&self) -> usize {
+    pub(crate) fn piece_bytes(&self) -> usize {
         self.block * 2
     }
 
     /// The most bytes of a message fed whole.
-    pub fn whole_bytes(&self) -> usize {
+    pub(crate) fn whole_bytes(&self) -> usize {
         (WHOLE_SECONDS * f64::from(self.rate)) as usize * 2
     }
 
     /// Feeds one piece of a binary message; the segment it closes waits for
     /// [`ServedCall::reply`].
-    pub fn audio(&mut self, bytes: &[u8]) -> Result<(), AsrError> {
+    pub(crate) fn audio(&mut self, bytes: &[u8]) -> Result<(), AsrError> {
         let samples = self.samples_of(bytes);
         self.samples += samples.len() as u64;
         if self.engine.is_none() {
@@ -294,7 +294,7 @@ impl ServedCall {
     }
 
     /// The reply to the audio fed since the last one: the closed segment, or the partial.
-    pub fn reply(&mut self) -> Result<String, AsrError> {
+    pub(crate) fn reply(&mut self) -> Result<String, AsrError> {
         let mut closed = std::mem::take(&mut self.closed);
         Ok(match closed.len() {
             0 if self.partials && self.engine.is_some() => self.metered(|e| Ok(e.partial_json()))?,
@@ -305,7 +305,7 @@ impl ServedCall {
     }
 
     /// The final result (`eof`/`reset`): feeds what waits for a whole block, then flushes.
-    pub fn finish(&mut self) -> Result<String, AsrError> {
+    pub(crate) fn finish(&mut self) -> Result<String, AsrError> {
         if self.engine.is_none() {
             return Ok(NO_RESULT.to_string());
         }

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use crate::net::Conn;
 
 /// From accept to a complete request head (and for the WebSocket handshake after it).
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The largest request head taken (a browser's is under 2 KiB; a token adds a few dozen bytes).
 const HEAD_LIMIT: usize = 16 * 1024;
 
 /// What the server needs of a request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     pub method: String,
     /// The path without the query.
     pub path: String,
@@ -31,7 +31,7 @@ pub struct Head {
 
 /// Why no request head was taken.
 #[derive(Debug)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     /// Closed before sending a byte: a probe (`--server=auto` looking for the server, a TCP
     /// health check), not worth a log line.
     Probe,
@@ -55,7 +55,7 @@ impl std::fmt::Display for HeadError {
 
 /// Reads until a whole request head is in, by `until`. Returns it and every byte read (the
 /// head and whatever followed it), for [`Replayed`].
-pub fn read_head(conn: &mut Conn, until: Instant) -> Result<(Head, Vec<u8>), HeadError> {
+pub(crate) fn read_head(conn: &mut Conn, until: Instant) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -105,7 +105,7 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
 }
 
 /// Writes a whole plain HTTP response and closes; the connection is done.
-pub fn respond(conn: &mut Conn, status: u16, headers: &[(&str, &str)], body: &str) {
+pub(crate) fn respond(conn: &mut Conn, status: u16, headers: &[(&str, &str)], body: &str) {
     let mut out = format!("HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n", reason(status), body.len());
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
@@ -133,19 +133,19 @@ fn reason(status: u16) -> &'static str {
 
 /// The connection with the bytes already read in front: what the WebSocket handshake reads.
 #[derive(Debug)]
-pub struct Replayed {
+pub(crate) struct Replayed {
     read: Vec<u8>,
     at: usize,
     pub conn: Conn,
 }
 
 impl Replayed {
-    pub fn new(read: Vec<u8>, conn: Conn) -> Replayed {
+    pub(crate) fn new(read: Vec<u8>, conn: Conn) -> Replayed {
         Replayed { read, at: 0, conn }
     }
 
     /// The read deadline alone (a reply still gets the whole write deadline).
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         self.conn.set_read_timeout(t)
     }
 }

@@ -12,7 +12,7 @@
 
 /// Runs `f` and returns the bytes it left allocated on this thread (negative: it freed
 /// more than it allocated). 0 when the counters cannot be read.
-pub fn net_bytes<T>(f: impl FnOnce() -> T) -> (T, i64) {
+pub(crate) fn net_bytes<T>(f: impl FnOnce() -> T) -> (T, i64) {
     let before = counters();
     let v = f();
     let net = match (before, counters()) {

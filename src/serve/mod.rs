@@ -18,15 +18,15 @@
 //! client announced a pause; `--max-calls-per-client` shares the slots out by address.
 //! Plain HTTP: `/health` (200, or 503 while draining) and `/metrics` (Prometheus text).
 
-pub mod access;
+pub(crate) mod access;
 pub mod aeap;
-pub mod call;
-pub mod http;
+pub(crate) mod call;
+pub(crate) mod http;
 pub mod invariants;
-pub mod meter;
-pub mod pool;
-pub mod stats;
-pub mod warm;
+pub(crate) mod meter;
+pub(crate) mod pool;
+pub(crate) mod stats;
+pub(crate) mod warm;
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -873,7 +873,7 @@ fn serve_call(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize, call: &
                     return Err((Some(CloseCode::Size), format!("a message of {seconds:.1} s of audio; at most {max:?} (--max-message-audio)")));
                 }
                 quiet.heard(true);
-                usage.batch = pace.ahead(b.len() as f64 / 2.0 / f64::from(cfg.sample_rate.max(1)));
+                usage.batch = pace.ahead(seconds);
                 (Work::Audio(b.to_vec()), false)
             }
             Message::Close(_) => return Err((None, "client closed before eof".into())),

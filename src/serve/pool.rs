@@ -27,7 +27,7 @@ const USAGE_HALF_LIFE: Duration = Duration::from_secs(4);
 /// call sending audio faster than real time, which would use every worker, waits while calls
 /// at the pace of speech go first; it still gets every worker nobody else wants.
 #[derive(Debug, Clone)]
-pub struct Usage {
+pub(crate) struct Usage {
     seconds: f64,
     at: Instant,
     /// The call's audio came faster than real time: its work is batch work.
@@ -42,7 +42,7 @@ impl Default for Usage {
 
 impl Usage {
     /// The decayed decode time, as of now.
-    pub fn now(&self) -> f64 {
+    pub(crate) fn now(&self) -> f64 {
         self.seconds * 0.5f64.powf(self.at.elapsed().as_secs_f64() / USAGE_HALF_LIFE.as_secs_f64())
     }
 
@@ -103,14 +103,14 @@ impl Queue {
 }
 
 /// A fixed set of decode threads.
-pub struct Pool {
+pub(crate) struct Pool {
     queue: Arc<(Mutex<Queue>, Condvar)>,
     workers: usize,
 }
 
 impl Pool {
     /// Starts `workers` threads (at least one).
-    pub fn new(workers: usize) -> std::io::Result<Pool> {
+    pub(crate) fn new(workers: usize) -> std::io::Result<Pool> {
         let workers = workers.max(1);
         let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
         let batch_max = (workers - 1).max(1);
@@ -141,14 +141,14 @@ impl Pool {
     }
 
     /// Threads in the pool.
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.workers
     }
 
     /// Runs `f` on a worker for the call whose use is `usage`, and waits for its value; also
     /// returns how long it waited for a free worker. Charges the decode time to `usage`.
     /// `None` when the work panicked.
-    pub fn run<T: Send + 'static>(&self, usage: &mut Usage, f: impl FnOnce() -> T + Send + 'static) -> Option<(T, Duration)> {
+    pub(crate) fn run<T: Send + 'static>(&self, usage: &mut Usage, f: impl FnOnce() -> T + Send + 'static) -> Option<(T, Duration)> {
         let (tx, rx) = bounded(1);
         let queued = Instant::now();
         let job: Job = Box::new(move || {

@@ -13,7 +13,7 @@ use serde_json::json;
 const WINDOW: usize = 4096;
 
 /// Counters shared by the accept loop and the connection threads.
-pub struct Stats {
+pub(crate) struct Stats {
     pub started: Instant,
     pub max_calls: usize,
     /// Calls holding a recognizer slot now (admitted, not yet ended).
@@ -46,7 +46,7 @@ pub struct Stats {
 
 /// Why a call was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Every slot is taken.
     Full,
     /// This client holds its share (`--max-calls-per-client`).
@@ -84,7 +84,7 @@ fn summary(q: &VecDeque<f32>, max: f32) -> serde_json::Value {
 }
 
 impl Stats {
-    pub fn new(max_calls: usize, per_client: Option<usize>) -> Stats {
+    pub(crate) fn new(max_calls: usize, per_client: Option<usize>) -> Stats {
         Stats {
             started: Instant::now(),
             max_calls,
@@ -108,7 +108,7 @@ impl Stats {
 
     /// Takes a call slot for `client` (None: a Unix socket, not shared out), or refuses when
     /// all are taken or the client holds its share (never queues).
-    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), Refusal> {
+    pub(crate) fn admit(&self, client: Option<IpAddr>) -> Result<(), Refusal> {
         let shared = client.zip(self.per_client);
         if let Some((ip, share)) = shared {
             let mut held = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,7 +136,7 @@ impl Stats {
     }
 
     /// Gives a slot back.
-    pub fn release(&self, client: Option<IpAddr>) {
+    pub(crate) fn release(&self, client: Option<IpAddr>) {
         self.active.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = client.filter(|_| self.per_client.is_some()) {
             self.unshare(ip);
@@ -154,7 +154,7 @@ impl Stats {
     }
 
     /// Records one audio message's lag.
-    pub fn record(&self, decode: Duration, queue: Duration) {
+    pub(crate) fn record(&self, decode: Duration, queue: Duration) {
         let (d, q) = (decode.as_secs_f32() * 1000.0, queue.as_secs_f32() * 1000.0);
         if let Ok(mut l) = self.lag.lock() {
             push(&mut l.decode, d);
@@ -165,7 +165,7 @@ impl Stats {
     }
 
     /// The statistics message.
-    pub fn to_json(&self, model: &str, workers: usize, listen: &[String]) -> serde_json::Value {
+    pub(crate) fn to_json(&self, model: &str, workers: usize, listen: &[String]) -> serde_json::Value {
         let (decode, queue) = match self.lag.lock() {
             Ok(l) => (summary(&l.decode, l.decode_max), summary(&l.queue, l.queue_max)),
             Err(_) => (json!(null), json!(null)),
@@ -192,15 +192,15 @@ impl Stats {
             "audio_s": self.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             "decode_lag_ms": decode,
             "queue_wait_ms": queue,
-            "rss_kb": crate::log::proc_kb("self", "status", "VmRSS:"),
-            "rss_peak_kb": crate::log::rusage().1,
+            "rss_kb": crate::procfs::proc_kb("self", "status", "VmRSS:"),
+            "rss_peak_kb": crate::procfs::rusage().1,
         })
     }
 }
 
 /// The statistics in Prometheus' text format (`/metrics`), taken from the same snapshot as
 /// `/stats`: one place decides what each figure means.
-pub fn prometheus(j: &serde_json::Value) -> String {
+pub(crate) fn prometheus(j: &serde_json::Value) -> String {
     const METRICS: &[(&str, &str, &str, &str)] = &[
         ("active", "asr_bridge_calls_active", "gauge", "Calls holding a slot now."),
         ("max_calls", "asr_bridge_calls_max", "gauge", "Calls served at once (--max-calls)."),

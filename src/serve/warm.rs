@@ -27,7 +27,7 @@ use std::time::Instant;
 
 /// What makes recognizers interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WarmKey {
+pub(crate) struct WarmKey {
     pub rate: u32,
     /// The normalized phrase list as the client gave it (None: free recognition).
     pub grammar: Option<Vec<String>>,
@@ -36,7 +36,7 @@ pub struct WarmKey {
 }
 
 /// One idle recognizer (`E`: libvosk's `Engine` in the server) and what it came with.
-pub struct Warm<E> {
+pub(crate) struct Warm<E> {
     pub engine: E,
     /// Grammar words its model did not know (reported again to each call that takes it).
     pub oov: Vec<String>,
@@ -48,14 +48,14 @@ pub struct Warm<E> {
 }
 
 impl<E> Warm<E> {
-    pub fn new(engine: E, oov: Vec<String>, uses: u32, bytes: i64) -> Warm<E> {
+    pub(crate) fn new(engine: E, oov: Vec<String>, uses: u32, bytes: i64) -> Warm<E> {
         Warm { engine, oov, uses, bytes, idle_since: Instant::now() }
     }
 }
 
 /// The pool's limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     /// Idle recognizers at most (the admission limit); 0 turns reuse off (every call builds, as
     /// vosk-server does).
     pub capacity: usize,
@@ -66,7 +66,7 @@ pub struct Bounds {
 }
 
 /// The idle recognizers, by key.
-pub struct WarmPool<E> {
+pub(crate) struct WarmPool<E> {
     idle: Mutex<HashMap<WarmKey, Vec<Warm<E>>>>,
     bounds: Bounds,
     pub reused: AtomicU64,
@@ -80,7 +80,7 @@ pub struct WarmPool<E> {
 }
 
 impl<E> WarmPool<E> {
-    pub fn new(bounds: Bounds) -> WarmPool<E> {
+    pub(crate) fn new(bounds: Bounds) -> WarmPool<E> {
         WarmPool {
             idle: Mutex::new(HashMap::new()),
             bounds,
@@ -93,7 +93,7 @@ impl<E> WarmPool<E> {
     }
 
     /// A warm recognizer of this key, the most recently used first.
-    pub fn take(&self, key: &WarmKey) -> Option<Warm<E>> {
+    pub(crate) fn take(&self, key: &WarmKey) -> Option<Warm<E>> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
         let w = list.pop();
@@ -107,19 +107,19 @@ impl<E> WarmPool<E> {
     }
 
     /// Counts a recognizer built because none was warm.
-    pub fn note_built(&self) {
+    pub(crate) fn note_built(&self) {
         self.built.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a recognizer freed at the end of its call instead of coming back (so that, with
     /// no call active, built = idle + retired + discarded).
-    pub fn note_discarded(&self) {
+    pub(crate) fn note_discarded(&self) {
         self.discarded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes a recognizer back after a clean call; retires it past `max_uses` or
     /// `max_bytes`, and drops the least recently used idle one past `capacity`.
-    pub fn put(&self, key: WarmKey, mut w: Warm<E>) {
+    pub(crate) fn put(&self, key: WarmKey, mut w: Warm<E>) {
         w.uses += 1;
         let b = self.bounds;
         if b.capacity == 0 || w.uses >= b.max_uses || w.bytes > b.max_bytes {
@@ -150,17 +150,17 @@ impl<E> WarmPool<E> {
     }
 
     /// Idle recognizers now, and distinct keys among them.
-    pub fn idle(&self) -> (usize, usize) {
+    pub(crate) fn idle(&self) -> (usize, usize) {
         self.idle.lock().map(|m| (m.values().map(Vec::len).sum(), m.len())).unwrap_or((0, 0))
     }
 
     /// What the idle recognizers hold in memory, bytes.
-    pub fn idle_bytes(&self) -> i64 {
+    pub(crate) fn idle_bytes(&self) -> i64 {
         self.idle.lock().map(|m| m.values().flatten().map(|w| w.bytes).sum()).unwrap_or(0)
     }
 
     /// The pool's part of `asr_bridge stats`.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let (idle, keys) = self.idle();
         let mb = |b: i64| (b.max(0) as f64 / (1 << 20) as f64 * 10.0).round() / 10.0;
         serde_json::json!({

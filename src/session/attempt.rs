@@ -23,7 +23,7 @@ use crate::config::MenuConfig;
 use crate::log_line;
 
 /// A key pressed while no frames arrive (DTX) is decided this long after the minimum speech.
-pub const KEY_SETTLE_GRACE: Duration = Duration::from_millis(60);
+pub(crate) const KEY_SETTLE_GRACE: Duration = Duration::from_millis(60);
 
 /// How often a key waiting for the endpointer to hear past it is looked at again.
 const KEY_RECHECK: Duration = Duration::from_millis(10);
@@ -33,7 +33,7 @@ const LISTEN_WAIT_MS: i64 = 30_000;
 
 /// What the loop knows at the moment of an input.
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub(crate) struct Now {
     pub at: Instant,
     /// Samples read from fd 3 so far: "now" on the audio stream.
     pub stream_pos: StreamPos,
@@ -45,7 +45,7 @@ pub struct Now {
 
 /// What happened.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// The reply to the running command: its `result` and STREAM FILE's `endpos`.
     Reply { result: i64, endpos: Option<u64> },
     /// A report of the endpointer or the decoder.
@@ -58,7 +58,7 @@ pub enum Input {
 
 /// What to do.
 #[derive(Debug)]
-pub enum Action {
+pub(crate) enum Action {
     /// Start this command (a running STREAM FILE or WAIT FOR DIGIT is interrupted by it).
     Start(Command),
     /// Tell the endpointer.
@@ -88,7 +88,7 @@ struct Keys {
 }
 
 /// One attempt.
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     menu: &'a MenuConfig,
     prompts: VecDeque<String>,
     /// A prompt is (still) playing.
@@ -116,7 +116,7 @@ pub struct Attempt<'a> {
 
 impl<'a> Attempt<'a> {
     /// Attempt `n` (0 is the first) with these prompts, at `rate` Hz.
-    pub fn new(menu: &'a MenuConfig, timers: &Timers, load_timeout: Duration, rate: u32, prompts: Vec<String>, now: Instant) -> Attempt<'a> {
+    pub(crate) fn new(menu: &'a MenuConfig, timers: &Timers, load_timeout: Duration, rate: u32, prompts: Vec<String>, now: Instant) -> Attempt<'a> {
         let listen_budget = timers.no_input + timers.max_duration + timers.end_silence + Duration::from_secs(30);
         Attempt {
             menu,
@@ -140,7 +140,7 @@ impl<'a> Attempt<'a> {
 
     /// The first actions: start listening (unless a prompt without barge-in comes first) and
     /// the first command. `first`: the call's first attempt keeps the audio heard so far.
-    pub fn start(&mut self, first: bool, now: Now) -> Vec<Action> {
+    pub(crate) fn start(&mut self, first: bool, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
         if self.recognizing {
             let drain_to = (!first).then_some(now.stream_pos);
@@ -152,13 +152,13 @@ impl<'a> Attempt<'a> {
     }
 
     /// The model loaded before this attempt began: its deadline is the listening budget.
-    pub fn model_ready(&mut self, now: Instant) {
+    pub(crate) fn model_ready(&mut self, now: Instant) {
         self.loaded = true;
         self.deadline = now + self.listen_budget + self.prompt_allowance();
     }
 
     /// When the loop must wake without any input.
-    pub fn deadline(&self, now: Instant) -> Instant {
+    pub(crate) fn deadline(&self, now: Instant) -> Instant {
         match self.pending.front() {
             Some(k) if !self.keys.active => self.deadline.min((k.at + self.key_settle).max(now + KEY_RECHECK)),
             _ => self.deadline,
@@ -166,12 +166,13 @@ impl<'a> Attempt<'a> {
     }
 
     /// True once the attempt has ended.
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// Takes one input; returns what to do, in order.
-    pub fn on(&mut self, input: Input, now: Now) -> Vec<Action> {
+    pub(crate) fn on(&mut self, input: Input, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
         if self.done {
             return out;

@@ -23,13 +23,14 @@ use crate::asr::model::NoModel;
 use crate::config::{CallArgs, Config};
 use crate::asr::ModelInfo;
 use crate::asr::engine::EngineOptions;
-use crate::log::{append_json, redirect_stderr, rusage};
+use crate::log::{append_json, redirect_stderr};
+use crate::procfs::rusage;
 use crate::log_line;
 
-pub mod attempt;
-pub mod error;
-pub mod record;
-pub mod verdict;
+pub(crate) mod attempt;
+pub(crate) mod error;
+pub(crate) mod record;
+pub(crate) mod verdict;
 
 use attempt::{Action, Attempt, Input, Now};
 pub use error::CallError;

@@ -459,7 +459,7 @@ fn send_header(host: &mut Host, hdr: &[u8]) {
 }
 
 /// The header `res_agi.c` would send for this call.
-pub fn header(opts: &SimOptions) -> Vec<u8> {
+pub(crate) fn header(opts: &SimOptions) -> Vec<u8> {
     if let Some(raw) = &opts.raw_header {
         return raw.clone();
     }

@@ -8,7 +8,7 @@
 
 pub mod aeap;
 pub mod cli;
-pub mod host;
+pub(crate) mod host;
 pub mod transcribe;
 
 pub use host::{run, Dir, SimOptions, SimResult, Tail};

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::asr::engine::{load_model, transcribe_samples};
 use crate::asr::model::inspect;
 use crate::audio::wav::read_mono16;
-use crate::log::rusage;
+use crate::procfs::rusage;
 
 /// Recognizes a WAV straight through libvosk.
 #[derive(Debug, clap::Args)]

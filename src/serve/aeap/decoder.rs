@@ -25,22 +25,22 @@ enum Job {
 }
 
 /// The handle on an utterance's decoder thread. Dropping it abandons the utterance.
-pub struct Decoder {
+pub(super) struct Decoder {
     jobs: Sender<Job>,
     done: Receiver<Result<String, String>>,
 }
 
 /// An utterance whose final result is on its way (libvosk's JSON, or why not).
-pub struct Finishing(Receiver<Result<String, String>>);
+pub(super) struct Finishing(Receiver<Result<String, String>>);
 
 impl Finishing {
     /// A result already known (an utterance that needs no decoding).
-    pub fn ready(rx: Receiver<Result<String, String>>) -> Finishing {
+    pub(super) fn ready(rx: Receiver<Result<String, String>>) -> Finishing {
         Finishing(rx)
     }
 
     /// The final result once ready; None while it is not.
-    pub fn poll(&self) -> Option<Result<String, String>> {
+    pub(super) fn poll(&self) -> Option<Result<String, String>> {
         match self.0.try_recv() {
             Ok(r) => Some(r),
             Err(crossbeam_channel::TryRecvError::Empty) => None,
@@ -52,7 +52,7 @@ impl Finishing {
 impl Decoder {
     /// Starts the utterance's thread: it takes a recognizer for `cfg` (warm, or built on the
     /// pool) and decodes what it is given, in order.
-    pub fn start(sh: &Arc<Shared>, cfg: CallConfig, usage: Arc<Mutex<Usage>>, id: usize) -> Result<Decoder, String> {
+    pub(super) fn start(sh: &Arc<Shared>, cfg: CallConfig, usage: Arc<Mutex<Usage>>, id: usize) -> Result<Decoder, String> {
         let (jobs, rx) = unbounded();
         let (tx, done) = crossbeam_channel::bounded(1);
         let sh = sh.clone();
@@ -64,12 +64,12 @@ impl Decoder {
     }
 
     /// Queues one block.
-    pub fn audio(&self, bytes: Vec<u8>) {
+    pub(super) fn audio(&self, bytes: Vec<u8>) {
         let _ = self.jobs.send(Job::Audio(bytes));
     }
 
     /// Queues the rest and asks for the final result.
-    pub fn finish(self, rest: Vec<u8>) -> Finishing {
+    pub(super) fn finish(self, rest: Vec<u8>) -> Finishing {
         let _ = self.jobs.send(Job::Finish(rest));
         Finishing(self.done)
     }

@@ -15,7 +15,7 @@ use crate::asr::noise::NoiseGate;
 use super::params::Params;
 
 /// One utterance's endpointer.
-pub struct Listening {
+pub(crate) struct Listening {
     vad: VoiceDetector,
     gate: NoiseGate,
     tracker: SpeechTracker,
@@ -31,7 +31,7 @@ pub struct Listening {
 
 impl Listening {
     /// Listening starts now, at media time 0.
-    pub fn new(rate: u32, params: &Params) -> Result<Listening, String> {
+    pub(crate) fn new(rate: u32, params: &Params) -> Result<Listening, String> {
         let vad = VoiceDetector::new(rate, params.vad_mode).ok_or_else(|| format!("no VAD at {rate} Hz"))?;
         let mut tracker = SpeechTracker::new(params.timers, 0.0);
         tracker.set_vad_hangover(VoiceDetector::hangover(params.vad_mode));
@@ -55,7 +55,7 @@ impl Listening {
 
     /// Takes audio that just arrived. Returns how many of `samples` belong to the utterance
     /// and, once decided, why it ended (the samples after the deciding frame are not its).
-    pub fn audio(&mut self, samples: &[i16]) -> (usize, Option<EndReason>) {
+    pub(crate) fn audio(&mut self, samples: &[i16]) -> (usize, Option<EndReason>) {
         self.dtx_total += self.gap_extra;
         self.gap_extra = 0.0;
         self.last_audio = Instant::now();
@@ -81,20 +81,21 @@ impl Listening {
     }
 
     /// No audio came for a while: the wall clock beyond [`DTX_GRACE`] counts as silence.
-    pub fn quiet(&mut self) -> Option<EndReason> {
+    pub(crate) fn quiet(&mut self) -> Option<EndReason> {
         let idle = self.last_audio.elapsed().saturating_sub(DTX_GRACE);
         self.gap_extra = idle.as_secs_f64() * 1000.0;
         self.tracker.check(self.media())
     }
 
     /// How long to wait for audio before looking at the timers again.
-    pub fn wait(&self) -> Duration {
+    pub(crate) fn wait(&self) -> Duration {
         let ms = self.tracker.until_next(self.media()).clamp(1.0, 200.0);
         Duration::from_secs_f64(ms / 1000.0).max(DTX_GRACE)
     }
 
     /// Media ms where speech started, when it did.
-    pub fn speech_start_ms(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn speech_start_ms(&self) -> Option<f64> {
         self.tracker.speech_start()
     }
 }

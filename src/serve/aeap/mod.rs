@@ -56,9 +56,9 @@
 
 pub mod codec;
 mod decoder;
-pub mod listen;
-pub mod params;
-pub mod wire;
+pub(crate) mod listen;
+pub(crate) mod params;
+pub(crate) mod wire;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

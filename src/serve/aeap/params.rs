@@ -11,18 +11,18 @@ use crate::value::parse_duration;
 use crate::serve::call::{CallConfig, MAX_PHRASES, MAX_PHRASE_BYTES};
 
 /// Most n-best alternatives asked of libvosk.
-pub const MAX_NBEST: u16 = 10;
+pub(crate) const MAX_NBEST: u16 = 10;
 
 /// `results_type` as res_speech names it (`ast_speech_results_type_to_string`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultsType {
+pub(crate) enum ResultsType {
     Normal,
     NBest,
 }
 
 /// What one speech object is set to.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Params {
+pub(crate) struct Params {
     pub timers: Timers,
     pub vad_mode: u8,
     pub results_type: ResultsType,
@@ -35,7 +35,7 @@ pub struct Params {
 }
 
 /// The grammar name of free speech.
-pub const FREE_GRAMMAR: &str = "free";
+pub(crate) const FREE_GRAMMAR: &str = "free";
 
 impl Default for Params {
     fn default() -> Params {
@@ -46,7 +46,7 @@ impl Default for Params {
 impl Params {
     /// Applies one `name=value`; a bad value or an unknown name is refused with the reason and
     /// changes nothing. `dtmf` is not a parameter (the session handles it).
-    pub fn apply(&mut self, name: &str, value: &str) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, name: &str, value: &str) -> Result<(), String> {
         let duration = |what: &str| parse_duration(value).filter(|d| !d.is_zero()).ok_or_else(|| format!("{what} {value:?}: not a duration (e.g. 800ms, 5s)"));
         match name {
             "no_input_timeout" => self.timers.no_input = duration(name)?,
@@ -84,7 +84,7 @@ impl Params {
     }
 
     /// The value `get` reports for `name` (as a string, which res_speech_aeap requires).
-    pub fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         Some(match name {
             "no_input_timeout" => ms(self.timers.no_input),
@@ -104,7 +104,7 @@ impl Params {
     }
 
     /// The grammar name results carry: `grammar_name` with phrases, `free` without.
-    pub fn grammar_name(&self) -> String {
+    pub(crate) fn grammar_name(&self) -> String {
         if self.phrases.is_some() && self.grammar_name == FREE_GRAMMAR {
             "phrases".into()
         } else {
@@ -113,7 +113,7 @@ impl Params {
     }
 
     /// The recognizer the next utterance needs (its key in the warm pool).
-    pub fn call_config(&self, rate: u32) -> CallConfig {
+    pub(crate) fn call_config(&self, rate: u32) -> CallConfig {
         let mut c = CallConfig::new(rate);
         c.phrase_list = self.phrases.clone();
         c.partials = false;

@@ -9,7 +9,7 @@ use super::codec::Codec;
 
 /// A request from Asterisk, checked.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Request {
+pub(crate) enum Request {
     /// `setup`: the codecs Asterisk offers (its own choice first) and the `@param` values.
     Setup { codecs: Vec<String>, params: Vec<(String, String)> },
     /// `set` with `params: {name: value}` (res_speech_aeap sends one name per request).
@@ -20,7 +20,7 @@ pub enum Request {
 
 /// A message from Asterisk.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Request { id: String, request: Request },
     /// Asterisk's answer to the engine's own `set` (the results push); `error` when it refused.
     Response { id: String, error: Option<String> },
@@ -29,14 +29,14 @@ pub enum Incoming {
 /// Why a text message could not be taken. `id` and `name` are what the error reply echoes
 /// (as much of them as could be read).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Malformed {
+pub(crate) struct Malformed {
     pub id: Option<String>,
     pub name: Option<String>,
     pub why: String,
 }
 
 /// Parses one text message.
-pub fn parse(text: &str) -> Result<Incoming, Malformed> {
+pub(crate) fn parse(text: &str) -> Result<Incoming, Malformed> {
     let bad = |id: Option<String>, name: Option<String>, why: String| Malformed { id, name, why };
     let v: Value = serde_json::from_str(text).map_err(|e| bad(None, None, format!("not JSON: {e}")))?;
     let o = v.as_object().ok_or_else(|| bad(None, None, "a message must be a JSON object".into()))?;
@@ -92,7 +92,7 @@ fn names(v: Option<&Value>) -> Result<Vec<String>, String> {
 }
 
 /// A success response to `name`/`id`, with `body`'s fields beside them.
-pub fn response(name: &str, id: &str, body: Map<String, Value>) -> String {
+pub(crate) fn response(name: &str, id: &str, body: Map<String, Value>) -> String {
     let mut o = Map::new();
     o.insert("response".into(), name.into());
     o.insert("id".into(), id.into());
@@ -101,7 +101,7 @@ pub fn response(name: &str, id: &str, body: Map<String, Value>) -> String {
 }
 
 /// An error response (`error_msg`), echoing what could be read of the request.
-pub fn error(m: &Malformed) -> String {
+pub(crate) fn error(m: &Malformed) -> String {
     let mut o = Map::new();
     o.insert("response".into(), m.name.clone().unwrap_or_default().into());
     if let Some(id) = &m.id {
@@ -113,7 +113,7 @@ pub fn error(m: &Malformed) -> String {
 
 /// The setup response: the chosen codec echoed first (res_speech_aeap fails the setup unless
 /// `codecs[0].name` equals the codec it asked for).
-pub fn setup_response(id: &str, codec: Codec) -> String {
+pub(crate) fn setup_response(id: &str, codec: Codec) -> String {
     let mut body = Map::new();
     body.insert("codecs".into(), json!([{ "name": codec.name() }]));
     response("setup", id, body)
@@ -132,7 +132,7 @@ pub struct SpeechResult {
 
 /// The engine's own request that ends a recognition: `set` with `params.results` as the first
 /// (only) key, which `handle_request_set` requires.
-pub fn results_request(id: &str, results: &[SpeechResult]) -> String {
+pub(crate) fn results_request(id: &str, results: &[SpeechResult]) -> String {
     json!({ "request": "set", "id": id, "params": { "results": results } }).to_string()
 }
 
