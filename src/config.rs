@@ -20,9 +20,6 @@ pub use crate::asr::model::DEFAULT_MODEL;
 /// Errors in the options.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// clap rejected the arguments.
-    #[error("bad option: {0}")]
-    Args(String),
     /// A value is out of range.
     #[error("--{option}={value:?}: {why}")]
     Range {

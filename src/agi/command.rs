@@ -101,16 +101,6 @@ impl Command {
         }
     }
 
-    /// Commands Asterisk still runs on a dead channel (command table, `dead` = 1).
-    pub fn allowed_when_dead(&self) -> bool {
-        matches!(
-            self,
-            Command::Noop
-                | Command::GetVariable { .. }
-                | Command::SetVariable { .. }
-                | Command::Verbose { .. }
-        )
-    }
 }
 
 impl fmt::Display for Command {

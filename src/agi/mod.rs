@@ -43,7 +43,4 @@ pub enum AgiError {
         command: String,
         after: std::time::Duration,
     },
-    /// The reply line did not parse.
-    #[error("unparseable reply to `{command}`: {line:?}")]
-    BadReply { command: String, line: String },
 }

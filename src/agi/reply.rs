@@ -157,10 +157,6 @@ impl ReplyParser {
         }
     }
 
-    /// True while inside a `520-` block.
-    pub fn in_block(&self) -> bool {
-        self.usage.is_some()
-    }
 }
 
 #[cfg(test)]

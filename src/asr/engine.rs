@@ -275,10 +275,6 @@ impl Engine {
         self.transcript
     }
 
-    /// The text of the segments libvosk has closed so far.
-    pub fn closed_text(&self) -> &str {
-        &self.transcript.text
-    }
 }
 
 /// The direct-libvosk baseline: the same engine and blocks, no ring, no threads, no AGI.

@@ -39,13 +39,3 @@ pub fn mono16_spec(rate: u32) -> hound::WavSpec {
     }
 }
 
-/// Writes a mono 16-bit WAV in one go.
-pub fn write_mono16(path: &Path, rate: u32, samples: &[i16]) -> Result<(), AudioError> {
-    let p = path.display().to_string();
-    let map = |source| AudioError::Wav { path: p.clone(), source };
-    let mut w = hound::WavWriter::create(path, mono16_spec(rate)).map_err(map)?;
-    for s in samples {
-        w.write_sample(*s).map_err(map)?;
-    }
-    w.finalize().map_err(map)
-}

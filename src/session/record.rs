@@ -145,11 +145,6 @@ impl CallRecord {
         serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Every line of a JSON log file.
-    pub fn all_in(path: &std::path::Path) -> Result<Vec<CallRecord>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", path.display()))).collect()
-    }
 }
 
 /// The JSON line itself (for messages).

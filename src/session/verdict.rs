@@ -102,12 +102,12 @@ impl Verdict {
     pub fn from_outcome(o: &Outcome) -> Verdict {
         let text = crate::asr::grammar::strip_unk(&o.transcript.text);
         let heard = o.endpoint.speech_start_ms.is_some();
-        let (status, cause, error) = match (o.reason(), text.is_empty(), heard) {
-            (EndReason::NoInput, _, _) => (Status::NoInput, Cause::NoInputTimeout, String::new()),
-            (EndReason::MaxDuration, false, _) => (Status::Ok, Cause::SuccessMaxTime, String::new()),
-            (_, false, _) => (Status::Ok, Cause::Success, String::new()),
+        let (status, cause) = match (o.reason(), text.is_empty(), heard) {
+            (EndReason::NoInput, _, _) => (Status::NoInput, Cause::NoInputTimeout),
+            (EndReason::MaxDuration, false, _) => (Status::Ok, Cause::SuccessMaxTime),
+            (_, false, _) => (Status::Ok, Cause::Success),
             (EndReason::AudioClosed, true, false) => return CallError::AudioClosedBeforeSpeech.verdict(),
-            (_, true, _) => (Status::NoMatch, Cause::NoMatch, String::new()),
+            (_, true, _) => (Status::NoMatch, Cause::NoMatch),
         };
         let keep_text = matches!(status, Status::Ok);
         Verdict {
@@ -115,7 +115,7 @@ impl Verdict {
             confidence: if keep_text { o.transcript.confidence() } else { None },
             text: if keep_text { text } else { String::new() },
             cause,
-            error,
+            error: String::new(),
             choice: String::new(),
             dtmf: String::new(),
             alternatives: if keep_text {
