@@ -13,10 +13,7 @@ fn main() {
     let so = dir.join("libvosk.so");
     println!("cargo:rerun-if-changed={}", so.display());
     if !so.is_file() {
-        panic!(
-            "libvosk.so not found at {}: run `make libvosk` first (it fetches the PyPI wheel vosk==0.3.45)",
-            so.display()
-        );
+        panic!("libvosk.so not found at {}: run `make libvosk` first (it fetches the PyPI wheel vosk==0.3.45)", so.display());
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
     // $ORIGIN first: an installed binary finds libvosk beside itself (or in ../lib).

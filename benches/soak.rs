@@ -47,8 +47,7 @@ fn main() {
     let full = args.iter().any(|a| a == "--bench");
     let calls: usize = args.iter().find_map(|a| a.strip_prefix("--calls=")).and_then(|n| n.parse().ok()).unwrap_or(if full { 500 } else { 6 });
     let seed: u64 = args.iter().find_map(|a| a.strip_prefix("--seed=")).and_then(|n| n.parse().ok()).unwrap_or(0x5eed);
-    let manifest: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(root().join("test-audio/manifest.json")).unwrap()).unwrap();
+    let manifest: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root().join("test-audio/manifest.json")).unwrap()).unwrap();
     let corpus: Vec<(String, Vec<i16>, u32)> = manifest
         .iter()
         .map(|e| {

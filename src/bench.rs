@@ -529,9 +529,16 @@ fn aeap_row(args: &BenchArgs, srv: &BenchServer, wav: &Path, entry: &ManifestEnt
     let no_input = format!("{}ms", (lead + Duration::from_secs(5)).as_millis());
     let end_silence = format!("{}ms", args.end_silence.as_millis());
     let codec = if rate == 16000 { Codec::Slin16 } else { Codec::Slin };
-    let port = srv.stats()?["listen"].as_array().into_iter().flatten().filter_map(|l| l.as_str()?.strip_prefix("ws://")?.parse::<std::net::SocketAddr>().ok()).next().ok_or("the AEAP server has no TCP listener")?;
+    let port = srv.stats()?["listen"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str()?.strip_prefix("ws://")?.parse::<std::net::SocketAddr>().ok())
+        .next()
+        .ok_or("the AEAP server has no TCP listener")?;
     let (cpu0, audio0) = srv.work();
-    let mut c = AeapClient::connect(port, "/aeap", codec, &[("end_silence", end_silence.as_str()), ("no_input_timeout", no_input.as_str())]).map_err(|e| format!("AEAP setup: {e}"))?;
+    let mut c = AeapClient::connect(port, "/aeap", codec, &[("end_silence", end_silence.as_str()), ("no_input_timeout", no_input.as_str())])
+        .map_err(|e| format!("AEAP setup: {e}"))?;
     let b = c.background(&samples, args.speed, Duration::from_secs(120)).map_err(|e| format!("AEAP: {e}"))?;
     c.close();
     std::thread::sleep(Duration::from_millis(100));
@@ -751,12 +758,7 @@ fn simulate_with_lead(
 
 /// Direct libvosk (`asr_bridge transcribe`, a fresh model) on a WAV; none when it failed.
 pub(crate) fn direct(model: &Path, wav: &Path) -> Option<Direct> {
-    let out = Command::new(exe().unwrap_or_default())
-        .args(["transcribe", "--model"])
-        .arg(model)
-        .arg("--wav")
-        .arg(wav)
-        .output();
+    let out = Command::new(exe().unwrap_or_default()).args(["transcribe", "--model"]).arg(model).arg("--wav").arg(wav).output();
     match out {
         Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
         _ => None,
@@ -877,7 +879,8 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
         };
         if let Some(srv) = &server {
             progress(step, total, &format!("{name} (served)"));
-            let sv = simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), Leg { lead: args.lead_silence, via: Some(&srv.addr), runtime: None })?;
+            let sv =
+                simulate_with_lead(args, &wav, e, None, work.path(), &format!("s{i}"), Leg { lead: args.lead_silence, via: Some(&srv.addr), runtime: None })?;
             step += 1;
             let sj = sv.log.as_ref();
             let stext = sv.res.vars.get("ASR_TEXT").cloned().unwrap_or_default();
@@ -905,7 +908,15 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
             row.peer = Some(PeerRow {
                 status: p.res.vars.get("PEER_STATUS").cloned(),
                 text: p.res.vars.get("PEER_TEXT").cloned(),
-                latency_ms: p.res.var_times.iter().filter(|(k, _)| k.starts_with("PEER_")).map(|(_, v)| *v).reduce(f64::min).zip(p.res.mark_written_ms).map(|(a, b)| (a - b) * args.speed),
+                latency_ms: p
+                    .res
+                    .var_times
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("PEER_"))
+                    .map(|(_, v)| *v)
+                    .reduce(f64::min)
+                    .zip(p.res.mark_written_ms)
+                    .map(|(a, b)| (a - b) * args.speed),
                 cpu_s: p.res.child_cpu_s,
                 peak_rss_kb: p.res.child_maxrss_kb,
                 first_read_ms: p.peer_timing.as_ref().and_then(|t| Some((t.t_first_read? - t.t_start) * 1000.0)),
@@ -1062,7 +1073,15 @@ fn children_pss_kb() -> Vec<(u32, u64)> {
 
 /// N calls at once, call k on WAV k + `turn` of the corpus; with `served`, through that
 /// server, sampling memory meanwhile (one round: [`served_rounds`] fills in the rounds).
-fn level(args: &BenchArgs, corpus: &[(PathBuf, &ManifestEntry)], turn: usize, dir: &Path, n: usize, served: Option<(&BenchServer, Pooling)>, idle_server: Option<u32>) -> Level {
+fn level(
+    args: &BenchArgs,
+    corpus: &[(PathBuf, &ManifestEntry)],
+    turn: usize,
+    dir: &Path,
+    n: usize,
+    served: Option<(&BenchServer, Pooling)>,
+    idle_server: Option<u32>,
+) -> Level {
     let server = served.map(|(s, _)| s);
     let done = std::sync::atomic::AtomicBool::new(false);
     let (runs, (server_peak_kb, pss_peak_kb)) = std::thread::scope(|s| {
@@ -1135,7 +1154,13 @@ fn level(args: &BenchArgs, corpus: &[(PathBuf, &ManifestEntry)], turn: usize, di
             memory_bound_mb: bound,
             within_memory_bound: pss_peak_kb as f64 / 1024.0 <= bound,
             server_cpu_per_audio_s: None,
-            first_round: FirstRound { latency_p50_ms: l.latency_p50_ms, latency_p95_ms: l.latency_p95_ms, ok: l.ok, statuses: l.statuses.clone(), server_cpu_per_audio_s: None },
+            first_round: FirstRound {
+                latency_p50_ms: l.latency_p50_ms,
+                latency_p95_ms: l.latency_p95_ms,
+                ok: l.ok,
+                statuses: l.statuses.clone(),
+                server_cpu_per_audio_s: None,
+            },
             server: stats,
         }
     });
@@ -1253,7 +1278,18 @@ fn print_table(r: &Report) {
             mb(row.peak_rss_kb),
         );
         if let Some(p) = &row.peer {
-            println!("{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}", "  peer (python vosk)", f(p.latency_ms, 0), f(p.first_read_ms, 0), "-", "-", "-", "-", "-", mb(p.peak_rss_kb));
+            println!(
+                "{:<26} {:>8} {:>8} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7}",
+                "  peer (python vosk)",
+                f(p.latency_ms, 0),
+                f(p.first_read_ms, 0),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                mb(p.peak_rss_kb)
+            );
         }
     }
     for row in &r.files {
@@ -1294,14 +1330,26 @@ fn print_table(r: &Report) {
     for row in r.resident.iter().flat_map(|s| &s.rows) {
         println!(
             "default mode, --server={} call {}: {} via {}, start to streaming {} ms, latency {} ms",
-            row.server, row.call, row.status.as_deref().unwrap_or("-"), opt(row.backend),
-            f(row.start_to_streaming_ms, 1), f(row.latency_ms, 0)
+            row.server,
+            row.call,
+            row.status.as_deref().unwrap_or("-"),
+            opt(row.backend),
+            f(row.start_to_streaming_ms, 1),
+            f(row.latency_ms, 0)
         );
     }
     for l in &r.concurrency {
         println!(
             "concurrency {:>2}: latency p50 {} ms p95 {} ms, OK {}/{}, dropped {}, memory (PSS) {} MB, total RSS {} MB, CPU {} s",
-            l.calls, f(l.latency_p50_ms, 0), f(l.latency_p95_ms, 0), l.ok, l.calls, l.dropped, f(Some(l.total_pss_peak_mb), 0), f(Some(l.total_rss_mb), 0), f(Some(l.total_cpu_s), 1)
+            l.calls,
+            f(l.latency_p50_ms, 0),
+            f(l.latency_p95_ms, 0),
+            l.ok,
+            l.calls,
+            l.dropped,
+            f(Some(l.total_pss_peak_mb), 0),
+            f(Some(l.total_rss_mb), 0),
+            f(Some(l.total_cpu_s), 1)
         );
     }
     println!("summary: {}", serde_json::to_string(&r.summary).unwrap_or_default());
@@ -1351,7 +1399,12 @@ fn figures(r: &Report) -> Vec<Figure> {
     let mut v = Vec::new();
     let fig = |what: &str, measured: String, target: String, verdict: Verdict| Figure { what: what.into(), measured, target, verdict };
     if s.files > 0 {
-        v.push(fig("samples dropped (most in one call)", s.max_dropped.to_string(), format!("≤ {} (--max-dropped, a bound)", r.setup.max_dropped), Verdict::of(s.max_dropped <= r.setup.max_dropped)));
+        v.push(fig(
+            "samples dropped (most in one call)",
+            s.max_dropped.to_string(),
+            format!("≤ {} (--max-dropped, a bound)", r.setup.max_dropped),
+            Verdict::of(s.max_dropped <= r.setup.max_dropped),
+        ));
         let lat = format!("p50 {} ms, p95 {} ms, mean {} ms", f(s.latency_p50_ms, 0), f(s.latency_p95_ms, 0), f(s.latency_mean_ms, 0));
         match r.setup.max_latency_ms {
             Some(m) => v.push(fig(
@@ -1363,11 +1416,20 @@ fn figures(r: &Report) -> Vec<Figure> {
             None => v.push(fig(
                 "latency after end of speech",
                 lat,
-                format!("p95 ≤ {:.0} ms (end-silence + {LATENCY_MARGIN_MS:.0} ms){}", s.latency_bound_ms, if real_time { String::new() } else { format!("; not judged at {}x", r.speed) }),
+                format!(
+                    "p95 ≤ {:.0} ms (end-silence + {LATENCY_MARGIN_MS:.0} ms){}",
+                    s.latency_bound_ms,
+                    if real_time { String::new() } else { format!("; not judged at {}x", r.speed) }
+                ),
                 if real_time { Verdict::of(s.latency_p95_ms.is_some_and(|p| p <= s.latency_bound_ms)) } else { Verdict::NotJudged },
             )),
         }
-        v.push(fig("same text as direct libvosk", format!("{} of {}", s.same_as_direct, s.files), "every file".into(), Verdict::of(s.same_as_direct == s.files)));
+        v.push(fig(
+            "same text as direct libvosk",
+            format!("{} of {}", s.same_as_direct, s.files),
+            "every file".into(),
+            Verdict::of(s.same_as_direct == s.files),
+        ));
         v.push(fig(
             "word error rate, mean (bridge vs direct libvosk)",
             format!("{} (direct libvosk {})", f(s.wer_mean, 2), f(s.direct_wer_mean, 2)),
@@ -1394,8 +1456,18 @@ fn figures(r: &Report) -> Vec<Figure> {
         ));
     }
     if let Some(sv) = &s.served {
-        v.push(fig("served: same text as in-process", format!("{} of {}", sv.same_text_as_in_process, s.files), "every file".into(), Verdict::of(sv.same_text_as_in_process == s.files)));
-        v.push(fig("served: latency mean, served / in-process", f(sv.latency_mean_ms.ratio, 2), "-".into(), if real_time { Verdict::Reported } else { Verdict::NotJudged }));
+        v.push(fig(
+            "served: same text as in-process",
+            format!("{} of {}", sv.same_text_as_in_process, s.files),
+            "every file".into(),
+            Verdict::of(sv.same_text_as_in_process == s.files),
+        ));
+        v.push(fig(
+            "served: latency mean, served / in-process",
+            f(sv.latency_mean_ms.ratio, 2),
+            "-".into(),
+            if real_time { Verdict::Reported } else { Verdict::NotJudged },
+        ));
         let within = sv.memory.iter().filter(|m| m.within).count();
         v.push(fig(
             "served: memory (PSS) within one model + 45 MB per recognizer",
@@ -1406,12 +1478,27 @@ fn figures(r: &Report) -> Vec<Figure> {
         v.push(fig("served: server CPU per audio second, warm / cold pool", f(sv.server_cpu_per_audio_s.ratio, 2), "-".into(), Verdict::Reported));
     }
     if let Some(a) = &s.aeap {
-        v.push(fig("AEAP: same text as in-process", format!("{} of {}", a.same_text_as_in_process, a.files), "every file".into(), Verdict::of(a.same_text_as_in_process == a.files)));
-        v.push(fig("AEAP: latency mean, AEAP / in-process", f(a.latency_mean_ms.ratio, 2), "-".into(), if real_time { Verdict::Reported } else { Verdict::NotJudged }));
+        v.push(fig(
+            "AEAP: same text as in-process",
+            format!("{} of {}", a.same_text_as_in_process, a.files),
+            "every file".into(),
+            Verdict::of(a.same_text_as_in_process == a.files),
+        ));
+        v.push(fig(
+            "AEAP: latency mean, AEAP / in-process",
+            f(a.latency_mean_ms.ratio, 2),
+            "-".into(),
+            if real_time { Verdict::Reported } else { Verdict::NotJudged },
+        ));
         v.push(fig("AEAP: CPU per audio second, server / in-process", f(a.cpu_per_audio_s.ratio, 2), "-".into(), Verdict::Reported));
     }
     if s.peer_latency_mean_ms.is_some() {
-        v.push(fig("latency mean, bridge / peer EAGI script", f(s.latency_ratio_to_peer, 2), "-".into(), if real_time { Verdict::Reported } else { Verdict::NotJudged }));
+        v.push(fig(
+            "latency mean, bridge / peer EAGI script",
+            f(s.latency_ratio_to_peer, 2),
+            "-".into(),
+            if real_time { Verdict::Reported } else { Verdict::NotJudged },
+        ));
     }
     if let Some(t) = &r.timing {
         for sc in &t.scenarios {
@@ -1455,14 +1542,25 @@ fn svg_bars(title: &str, bars: &[(String, Option<f64>)], reference: Option<(f64,
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", label_w - 8.0, y + ROW * 0.62, html_escape(label)));
         match v.filter(|v| v.is_finite()) {
             Some(v) => {
-                s.push_str(&format!("<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#4a78c2\"/>", label_w, y + 4.0, (x(v) - label_w).max(1.0), ROW - 8.0));
+                s.push_str(&format!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#4a78c2\"/>",
+                    label_w,
+                    y + 4.0,
+                    (x(v) - label_w).max(1.0),
+                    ROW - 8.0
+                ));
                 s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\">{}</text>", x(v) + 4.0, y + ROW * 0.62, fmt_num(v)));
             }
             None => s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#888\">no value</text>", label_w + 4.0, y + ROW * 0.62)),
         }
     }
     if let Some((r, legend)) = reference {
-        s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#d00\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>", x(r), TOP - 4.0, bottom));
+        s.push_str(&format!(
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#d00\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>",
+            x(r),
+            TOP - 4.0,
+            bottom
+        ));
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#d00\">red: {}</text>", label_w, h - 6.0, html_escape(legend)));
     }
     s.push_str("</svg>");
@@ -1504,8 +1602,19 @@ fn svg_strips(title: &str, groups: &[(String, Vec<f64>)], reference: Option<(f64
         };
         let (lo, q1, med, q3, hi) = (v[0], q(25.0), q(50.0), q(75.0), v[v.len() - 1]);
         s.push_str(&format!("<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{mid:.1}\" y2=\"{mid:.1}\" stroke=\"#555\"/>", x(lo), x(hi)));
-        s.push_str(&format!("<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#c9d8f0\" stroke=\"#4a78c2\"/>", x(q1), mid - 11.0, (x(q3) - x(q1)).max(1.0), 22.0));
-        s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#1b3f7a\" stroke-width=\"3\"/>", x(med), mid - 12.0, mid + 12.0));
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#c9d8f0\" stroke=\"#4a78c2\"/>",
+            x(q1),
+            mid - 11.0,
+            (x(q3) - x(q1)).max(1.0),
+            22.0
+        ));
+        s.push_str(&format!(
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#1b3f7a\" stroke-width=\"3\"/>",
+            x(med),
+            mid - 12.0,
+            mid + 12.0
+        ));
         for (k, p) in v.iter().enumerate() {
             // A small vertical spread so equal values stay visible as several dots.
             let dy = ((k % 5) as f64 - 2.0) * 3.0;
@@ -1514,7 +1623,12 @@ fn svg_strips(title: &str, groups: &[(String, Vec<f64>)], reference: Option<(f64
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">median {}</text>", x(hi) + 8.0, mid + 4.0, fmt_num(med)));
     }
     if let Some((r, legend)) = reference {
-        s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#d00\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>", x(r), TOP - 4.0, bottom));
+        s.push_str(&format!(
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#d00\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>",
+            x(r),
+            TOP - 4.0,
+            bottom
+        ));
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#d00\">red: {}</text>", label_w, h - 6.0, html_escape(legend)));
     }
     s.push_str("</svg>");
@@ -1542,7 +1656,13 @@ fn nice_axis(max: f64) -> (f64, f64) {
 
 /// A number for a plot: whole above 100, else up to three decimals (no trailing zeros).
 fn fmt_num(v: f64) -> String {
-    let s = if v.abs() >= 100.0 { format!("{v:.0}") } else if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.3}") };
+    let s = if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    };
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
@@ -1597,10 +1717,23 @@ fn html(r: &Report) -> String {
             r.speed
         ));
     }
-    h.push_str(&format!("<p>{} WAVs, end-silence {}, speed {}x, {} build, {} cores.</p>", files.len(), html_escape(&r.end_silence), r.speed, html_escape(&r.setup.build), r.setup.cores));
+    h.push_str(&format!(
+        "<p>{} WAVs, end-silence {}, speed {}x, {} build, {} cores.</p>",
+        files.len(),
+        html_escape(&r.end_silence),
+        r.speed,
+        html_escape(&r.setup.build),
+        r.setup.cores
+    ));
     h.push_str("<h2>Summary</h2><table class=\"summary\"><tr><th>figure</th><th>measured</th><th>target</th><th>verdict</th></tr>");
     for fg in figures(r) {
-        h.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>", html_escape(&fg.what), html_escape(&fg.measured), html_escape(&fg.target), fg.verdict.cell()));
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+            html_escape(&fg.what),
+            html_escape(&fg.measured),
+            html_escape(&fg.target),
+            fg.verdict.cell()
+        ));
     }
     h.push_str("</table>");
     h.push_str(&assumptions(r));
@@ -1619,7 +1752,11 @@ fn html(r: &Report) -> String {
     }
     if !r.concurrency.is_empty() {
         let p95: Vec<(String, Option<f64>)> = r.concurrency.iter().map(|c| (calls(c.calls), c.latency_p95_ms)).collect();
-        let title = if real_time { "Latency p95 (ms) by concurrent calls, in-process".to_string() } else { format!("Latency p95 (ms) by concurrent calls: NOT MEANINGFUL at {}x", r.speed) };
+        let title = if real_time {
+            "Latency p95 (ms) by concurrent calls, in-process".to_string()
+        } else {
+            format!("Latency p95 (ms) by concurrent calls: NOT MEANINGFUL at {}x", r.speed)
+        };
         h.push_str(&svg_bars(&title, &p95, Some((bound, &format!("the latency bound, {bound:.0} ms")))));
     }
     if !files.is_empty() {
@@ -1645,7 +1782,8 @@ fn html(r: &Report) -> String {
     let served = &r.served_concurrency;
     if !served.is_empty() {
         h.push_str("<h2>Served (one asr_bridge serve) versus in-process</h2>");
-        let mem: Vec<(String, Option<f64>)> = served.iter().map(|c| (format!("{}, {}", calls(c.calls), c.served.as_ref().map_or("", |s| s.pool.name())), Some(c.total_pss_peak_mb))).collect();
+        let mem: Vec<(String, Option<f64>)> =
+            served.iter().map(|c| (format!("{}, {}", calls(c.calls), c.served.as_ref().map_or("", |s| s.pool.name())), Some(c.total_pss_peak_mb))).collect();
         let one = r.summary.served.as_ref().map(|s| s.one_model_mb);
         h.push_str(&svg_bars("Served: memory (PSS, MB) by concurrent calls", &mem, one.map(|o| (o, "one model"))));
         h.push_str("<div class=\"wide\"><table><tr><th>wav</th><th>latency ms in-process</th><th>served</th><th>start to streaming ms in-process</th><th>served</th><th>same text</th></tr>");
@@ -1731,7 +1869,9 @@ fn assumptions(r: &Report) -> String {
         st.build,
         if st.build == "debug" { " (the bridges run are this binary: a debug build's own code is slower, libvosk is the same; CPU and latency figures are higher than a release build's)" } else { "" }
     ));
-    h.push_str("<li><b>Memory</b>: peak RSS per process; concurrency levels: the peak of the PSS summed over every process (shared pages split among them).</li></ul>");
+    h.push_str(
+        "<li><b>Memory</b>: peak RSS per process; concurrency levels: the peak of the PSS summed over every process (shared pages split among them).</li></ul>",
+    );
     h
 }
 
@@ -1757,7 +1897,8 @@ mod tests {
 
     #[test]
     fn bars_are_labelled_in_full() {
-        let bars: Vec<(String, Option<f64>)> = ["ko-hello-8k.wav", "ko-hello-16k.wav", "a-very-long-name-of-a-recording-8k.wav"].iter().map(|l| (l.to_string(), Some(1.0))).collect();
+        let bars: Vec<(String, Option<f64>)> =
+            ["ko-hello-8k.wav", "ko-hello-16k.wav", "a-very-long-name-of-a-recording-8k.wav"].iter().map(|l| (l.to_string(), Some(1.0))).collect();
         let svg = svg_bars("t", &bars, None);
         for (l, _) in &bars {
             assert!(svg.contains(&format!(">{l}</text>")), "{l} in {svg}");
@@ -1796,7 +1937,18 @@ mod tests {
         assert!(v.get("pool").is_none());
         assert!(serde_json::from_value::<Level>(v).unwrap().served.is_none());
         let fr = FirstRound { latency_p50_ms: None, latency_p95_ms: None, ok: 1, statuses: BTreeMap::new(), server_cpu_per_audio_s: Some(0.1) };
-        let sl = ServedLevel { pool: Pooling::Cold, rounds: 2, clients_rss_mb: 1.0, server_peak_rss_mb: 1.0, one_model_mb: 1.0, memory_bound_mb: 2.0, within_memory_bound: true, server_cpu_per_audio_s: None, first_round: fr, server: serde_json::json!({"warm": {"reused": 0}}) };
+        let sl = ServedLevel {
+            pool: Pooling::Cold,
+            rounds: 2,
+            clients_rss_mb: 1.0,
+            server_peak_rss_mb: 1.0,
+            one_model_mb: 1.0,
+            memory_bound_mb: 2.0,
+            within_memory_bound: true,
+            server_cpu_per_audio_s: None,
+            first_round: fr,
+            server: serde_json::json!({"warm": {"reused": 0}}),
+        };
         let v = serde_json::to_value(Level { served: Some(sl), ..l }).unwrap();
         assert_eq!((&v["pool"], &v["rounds"], &v["first_round"]["ok"], &v["server"]["warm"]["reused"]), (&"cold".into(), &2.into(), &1.into(), &0.into()));
         let back: Level = serde_json::from_value(v).unwrap();

@@ -438,7 +438,8 @@ pub fn run(o: &TimingOptions) -> Result<TimingReport, String> {
     let done = AtomicUsize::new(0);
     let mut outs: Vec<(usize, Result<Outcome, String>)> = Vec::new();
     // Quick (smoke) runs put every call through the pool; the full run measures 1-3 alone.
-    let (alone, pooled): (Vec<&Job>, Vec<&Job>) = if o.quick { (Vec::new(), serial.iter().chain(&parallel).collect()) } else { (serial.iter().collect(), parallel.iter().collect()) };
+    let (alone, pooled): (Vec<&Job>, Vec<&Job>) =
+        if o.quick { (Vec::new(), serial.iter().chain(&parallel).collect()) } else { (serial.iter().collect(), parallel.iter().collect()) };
     for (i, job) in alone.iter().enumerate() {
         progress(done.fetch_add(1, Ordering::Relaxed), total, job);
         outs.push((i, run_job(&ctx, job, i, &servers)));
@@ -447,7 +448,9 @@ pub fn run(o: &TimingOptions) -> Result<TimingReport, String> {
     // CPU) and served ones (mostly waiting on the prompt and the timers).
     let alone_s = t0.elapsed().as_secs_f64() - servers_s;
     let base = alone.len();
-    let lane = |in_process: bool| pooled.iter().enumerate().filter(|(_, j)| (j.mode == Mode::InProcess) == in_process).map(|(i, j)| (base + i, *j)).collect::<Vec<_>>();
+    let lane = |in_process: bool| {
+        pooled.iter().enumerate().filter(|(_, j)| (j.mode == Mode::InProcess) == in_process).map(|(i, j)| (base + i, *j)).collect::<Vec<_>>()
+    };
     let lanes = [lane(true), lane(false)];
     let lane_outs: Vec<Vec<Result<Outcome, String>>> = std::thread::scope(|s| {
         let hs: Vec<_> = lanes
@@ -524,7 +527,8 @@ pub fn run(o: &TimingOptions) -> Result<TimingReport, String> {
         ),
     ];
     let judged = rows.iter().filter(|r| r.pass.is_some()).count();
-    let failed: Vec<String> = rows.iter().filter(|r| r.pass == Some(false)).map(|r| format!("{} / {} / {}", scenario_name(r.scenario), r.variant, r.mode.name())).collect();
+    let failed: Vec<String> =
+        rows.iter().filter(|r| r.pass == Some(false)).map(|r| format!("{} / {} / {}", scenario_name(r.scenario), r.variant, r.mode.name())).collect();
     Ok(TimingReport {
         speed: 1.0,
         quick: o.quick,
@@ -801,10 +805,23 @@ type Column = (&'static str, fn(&TimingRow) -> String);
 /// The columns of each scenario's table.
 fn columns(s: Scenario) -> Vec<Column> {
     match s {
-        Scenario::BargeIn => vec![("reaction_ms", |r| num(r.reaction_ms)), ("interrupted by", |r| text(&r.interrupted_by)), ("played out", |r| yes_no(r.played_out))],
+        Scenario::BargeIn => {
+            vec![("reaction_ms", |r| num(r.reaction_ms)), ("interrupted by", |r| text(&r.interrupted_by)), ("played out", |r| yes_no(r.played_out))]
+        }
         Scenario::NoInput => vec![("noinput_ms", |r| num(r.noinput_ms)), ("status", |r| text(&r.status))],
-        Scenario::EndOfSpeech => vec![("latency_ms", |r| num(r.latency_ms)), ("json result_latency", |r| num(r.result_latency_ms)), ("status", |r| text(&r.status)), ("model_load_ms", |r| num(r.model_load_ms))],
-        Scenario::NoiseAlone => vec![("false barge-in", |r| yes_no(r.false_barge_in)), ("barge-in at ms", |r| num(r.barge_in_at_ms)), ("status", |r| text(&r.status)), ("cause", |r| text(&r.cause)), ("false OK", |r| yes_no(r.false_ok))],
+        Scenario::EndOfSpeech => vec![
+            ("latency_ms", |r| num(r.latency_ms)),
+            ("json result_latency", |r| num(r.result_latency_ms)),
+            ("status", |r| text(&r.status)),
+            ("model_load_ms", |r| num(r.model_load_ms)),
+        ],
+        Scenario::NoiseAlone => vec![
+            ("false barge-in", |r| yes_no(r.false_barge_in)),
+            ("barge-in at ms", |r| num(r.barge_in_at_ms)),
+            ("status", |r| text(&r.status)),
+            ("cause", |r| text(&r.cause)),
+            ("false OK", |r| yes_no(r.false_ok)),
+        ],
         Scenario::SpeechInNoise => vec![
             ("reaction_ms", |r| num(r.reaction_ms)),
             ("eos_ms (loaded)", |r| num(r.eos_latency_ms)),
@@ -860,7 +877,12 @@ pub fn html(t: &TimingReport) -> String {
     let mut h = String::from("<h2>Caller-facing timing (real time)</h2>");
     for s in &t.scenarios {
         let cols = s.kind().map(columns).unwrap_or_default();
-        h.push_str(&format!("<h3>{}</h3><p>Target: {}<br><small>{}</small></p><div class=\"wide\"><table><tr><th>variant</th><th>mode</th>", esc(&s.scenario), esc(&s.target), esc(&s.note)));
+        h.push_str(&format!(
+            "<h3>{}</h3><p>Target: {}<br><small>{}</small></p><div class=\"wide\"><table><tr><th>variant</th><th>mode</th>",
+            esc(&s.scenario),
+            esc(&s.target),
+            esc(&s.note)
+        ));
         for (hd, _) in &cols {
             h.push_str(&format!("<th>{}</th>", esc(hd)));
         }

@@ -11,9 +11,9 @@ use crate::agi::command::valid_variable_name;
 use crate::asr::endpoint::Timers;
 use crate::asr::model::ModelChoice;
 use crate::asr::recognizer::ServerConfig;
+use crate::menu::{parse_choice, Choice};
 use crate::net::ServerAddr;
 use crate::protocol::Token;
-use crate::menu::{parse_choice, Choice};
 
 pub use crate::asr::model::DEFAULT_MODEL;
 
@@ -22,11 +22,7 @@ pub use crate::asr::model::DEFAULT_MODEL;
 pub enum ConfigError {
     /// A value is out of range.
     #[error("--{option}={value:?}: {why}")]
-    Range {
-        option: &'static str,
-        value: String,
-        why: &'static str,
-    },
+    Range { option: &'static str, value: String, why: &'static str },
     /// `--server` is not an address, or not a valid list.
     #[error("--server={0}")]
     Server(String),
@@ -242,7 +238,10 @@ pub fn server_choice(values: &[ServerList]) -> Result<ServerChoice, ConfigError>
                     })
                     .collect();
                 let word = if matches!(word, ServerItem::Auto) { "auto" } else { "none" };
-                return Err(ConfigError::Server(format!("{}: `{word}` stands alone; a list names servers only (unix:PATH or ws://HOST:PORT)", names.join(","))));
+                return Err(ConfigError::Server(format!(
+                    "{}: `{word}` stands alone; a list names servers only (unix:PATH or ws://HOST:PORT)",
+                    names.join(",")
+                )));
             }
         }
     }
@@ -334,7 +333,6 @@ pub fn split_sounds(spec: &str) -> Vec<String> {
     spec.split('&').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-
 impl CallArgs {
     /// Parses argv elements (without the program name). Empty elements, which
     /// `EAGI(asr_bridge,)` produces, are skipped.
@@ -347,11 +345,7 @@ impl CallArgs {
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let timers = Timers { no_input: self.no_input_timeout, end_silence: self.end_silence, max_duration: self.max_duration, min_speech: self.min_speech };
         if timers.end_silence < Duration::from_millis(100) {
-            return Err(ConfigError::Range {
-                option: "end-silence",
-                value: format!("{:?}", self.end_silence),
-                why: "must be at least 100ms",
-            });
+            return Err(ConfigError::Range { option: "end-silence", value: format!("{:?}", self.end_silence), why: "must be at least 100ms" });
         }
         if timers.max_duration.is_zero() || timers.no_input.is_zero() {
             return Err(ConfigError::Range {
@@ -362,26 +356,14 @@ impl CallArgs {
         }
         if let Some(r) = self.rate {
             if ![8000, 16000, 32000, 48000].contains(&r) {
-                return Err(ConfigError::Range {
-                    option: "rate",
-                    value: r.to_string(),
-                    why: "must be 8000, 16000, 32000 or 48000",
-                });
+                return Err(ConfigError::Range { option: "rate", value: r.to_string(), why: "must be 8000, 16000, 32000 or 48000" });
             }
         }
         if !valid_variable_name(&format!("{}STATUS", self.prefix)) || self.prefix.contains(['(', ')']) {
-            return Err(ConfigError::Range {
-                option: "prefix",
-                value: self.prefix.clone(),
-                why: "must be letters, digits and _ only",
-            });
+            return Err(ConfigError::Range { option: "prefix", value: self.prefix.clone(), why: "must be letters, digits and _ only" });
         }
         if self.vad_mode > 3 {
-            return Err(ConfigError::Range {
-                option: "vad-mode",
-                value: self.vad_mode.to_string(),
-                why: "must be 0, 1, 2 or 3",
-            });
+            return Err(ConfigError::Range { option: "vad-mode", value: self.vad_mode.to_string(), why: "must be 0, 1, 2 or 3" });
         }
         let menu = self.menu()?;
         let server = self.server_config()?;
@@ -428,11 +410,7 @@ impl CallArgs {
         };
         let timeout = self.server_timeout;
         if timeout.is_zero() {
-            return Err(ConfigError::Range {
-                option: "server-timeout",
-                value: "0".to_string(),
-                why: "must be more than zero",
-            });
+            return Err(ConfigError::Range { option: "server-timeout", value: "0".to_string(), why: "must be more than zero" });
         }
         // The resident server is ours to start, not the dialplan's to require: whenever
         // it cannot serve, the call goes on in-process.
@@ -460,11 +438,8 @@ impl CallArgs {
             }
             None => None,
         };
-        let choices = self
-            .choices
-            .iter()
-            .map(|c| parse_choice(c).map_err(|_| range("choice", c.clone(), "use VALUE:phrase|phrase")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let choices =
+            self.choices.iter().map(|c| parse_choice(c).map_err(|_| range("choice", c.clone(), "use VALUE:phrase|phrase"))).collect::<Result<Vec<_>, _>>()?;
         for (name, v) in [("match-threshold", self.match_threshold), ("min-confidence", self.min_confidence)] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(range(if name == "match-threshold" { "match-threshold" } else { "min-confidence" }, v.to_string(), "must be between 0 and 1"));
@@ -502,9 +477,7 @@ mod tests {
     use super::*;
 
     fn args(a: &[&str]) -> Result<Config, String> {
-        CallArgs::parse_from_args(a.iter().map(|s| s.to_string()))
-            .map_err(|e| e.to_string())
-            .and_then(|c| c.validate().map_err(|e| e.to_string()))
+        CallArgs::parse_from_args(a.iter().map(|s| s.to_string())).map_err(|e| e.to_string()).and_then(|c| c.validate().map_err(|e| e.to_string()))
     }
 
     #[test]

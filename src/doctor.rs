@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::asr::model::inspect;
-use crate::net::{fetch_stats, ServerAddr};
 use crate::asr::model::ModelChoice;
 use crate::asr::recognizer::ServerConfig;
 use crate::config::CallArgs;
+use crate::net::{fetch_stats, ServerAddr};
 use crate::profile::{config_path, ConfigFile};
 
 /// Checks an installation.
@@ -91,7 +91,10 @@ fn check_resident(r: &mut Report, model: &std::path::Path) {
     use crate::asr::resident;
     let sock = match resident::runtime_dir().and_then(|d| resident::socket_path(&d, model)) {
         Ok(s) => s,
-        Err(e) => return r.warn(&format!("--server=auto: {e}: calls will recognize in-process"), "set XDG_RUNTIME_DIR to a private directory, or create /run/asr_bridge"),
+        Err(e) => {
+            return r
+                .warn(&format!("--server=auto: {e}: calls will recognize in-process"), "set XDG_RUNTIME_DIR to a private directory, or create /run/asr_bridge")
+        }
     };
     let addr = ServerAddr::Unix(sock.clone());
     match fetch_stats(&addr, std::time::Duration::from_secs(2), None) {
@@ -114,7 +117,12 @@ fn check_server(r: &mut Report, addr: &ServerAddr, s: &ServerConfig, user: &str)
         }
         Ok(st) => r.ok(&format!(
             "server {} answers: model {}, {} of {} calls active, {} workers, {} refused so far",
-            addr, st["model"].as_str().unwrap_or("?"), st["active"], st["max_calls"], st["workers"], st["refused"]
+            addr,
+            st["model"].as_str().unwrap_or("?"),
+            st["active"],
+            st["max_calls"],
+            st["workers"],
+            st["refused"]
         )),
     }
     if let ServerAddr::Unix(path) = addr {
@@ -138,9 +146,9 @@ fn check_server(r: &mut Report, addr: &ServerAddr, s: &ServerConfig, user: &str)
 fn models_of(choice: &ModelChoice) -> Vec<PathBuf> {
     match choice {
         ModelChoice::Fixed(p) => vec![p.clone()],
-        ModelChoice::ByLanguage(root) => std::fs::read_dir(root)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
-            .unwrap_or_else(|_| vec![root.clone()]),
+        ModelChoice::ByLanguage(root) => {
+            std::fs::read_dir(root).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_else(|_| vec![root.clone()])
+        }
     }
 }
 

@@ -16,18 +16,18 @@
 
 pub mod agi;
 pub mod asr;
+pub mod audio;
 pub mod bench;
 pub mod bench_timing;
 pub mod cli;
-pub mod audio;
 pub mod config;
+pub mod doctor;
 pub mod log;
 pub mod menu;
 pub mod net;
-pub(crate) mod profile;
 pub mod procfs;
+pub(crate) mod profile;
 pub mod protocol;
-pub mod doctor;
 pub mod serve;
 pub mod session;
 pub mod sim;

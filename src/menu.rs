@@ -98,10 +98,7 @@ mod tests {
     use super::*;
 
     fn menu() -> Vec<Choice> {
-        ["100:sales", "200:support|customer service|help desk", "300:billing"]
-            .iter()
-            .map(|s| parse_choice(s).unwrap())
-            .collect()
+        ["100:sales", "200:support|customer service|help desk", "300:billing"].iter().map(|s| parse_choice(s).unwrap()).collect()
     }
 
     #[test]

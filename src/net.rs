@@ -51,9 +51,7 @@ impl std::str::FromStr for ServerAddr {
             None => (rest, "/".to_string()),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
-                (h.to_string(), p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?)
-            }
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h.to_string(), p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?),
             _ => (hostport.to_string(), 80),
         };
         if host.is_empty() {

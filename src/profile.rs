@@ -103,10 +103,8 @@ impl ConfigFile {
     pub(crate) fn load(path: &Path) -> Result<ConfigFile, ProfileError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read { path: p.clone(), reason: e.to_string() })?;
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ProfileError::Read {
-            path: p,
-            reason: e.to_string().lines().next().unwrap_or("").to_string(),
-        })?;
+        let doc: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ProfileError::Read { path: p, reason: e.to_string().lines().next().unwrap_or("").to_string() })?;
         Ok(ConfigFile { path: path.to_path_buf(), text, doc })
     }
 
@@ -140,10 +138,7 @@ impl ConfigFile {
         }
         if let Some(name) = profile {
             if !profiles.contains_key(name) {
-                return Err(ProfileError::Profile {
-                    name: name.into(),
-                    why: format!("no [profile.{name}] in {p} (profiles: {})", self.profiles().join(", ")),
-                });
+                return Err(ProfileError::Profile { name: name.into(), why: format!("no [profile.{name}] in {p} (profiles: {})", self.profiles().join(", ")) });
             }
         }
         Ok(out)
@@ -170,7 +165,9 @@ pub(crate) fn expand(argv: Vec<String>) -> Result<Vec<String>, ProfileError> {
     let profile = arg_value(&argv, "profile").filter(|p| !p.is_empty());
     let Some(path) = config_path(&argv) else {
         return match profile {
-            Some(name) => Err(ProfileError::Profile { name, why: format!("no config file ({DEFAULT_CONFIG} does not exist; set --config or ASR_BRIDGE_CONFIG)") }),
+            Some(name) => {
+                Err(ProfileError::Profile { name, why: format!("no config file ({DEFAULT_CONFIG} does not exist; set --config or ASR_BRIDGE_CONFIG)") })
+            }
             None => Ok(argv),
         };
     };
@@ -235,7 +232,9 @@ mod tests {
     fn a_later_server_list_replaces_the_earlier_one() {
         let (_d, p) = file("server = [\"unix:/a\", \"unix:/b\"]\nprompt = \"hello\"\n[profile.lb]\nserver = \"ws://lb:80\"\nprompt = \"menu\"\n");
         let f = ConfigFile::load(&p).unwrap();
-        let servers = |args: Vec<String>| CallArgs::parse_from_args(args).unwrap().validate().unwrap().server.unwrap().servers.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let servers = |args: Vec<String>| {
+            CallArgs::parse_from_args(args).unwrap().validate().unwrap().server.unwrap().servers.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
         assert_eq!(servers(f.args(None, &|_| false).unwrap()), ["unix:/a", "unix:/b"], "a list in the file");
         let profile = f.args(Some("lb"), &|_| false).unwrap();
         assert_eq!(servers(profile.clone()), ["ws://lb:80/"], "the profile's list replaces the defaults'");

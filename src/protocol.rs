@@ -399,7 +399,13 @@ mod tests {
 
     #[test]
     fn a_config_round_trips() {
-        let c = Config { max_alternatives: Some(2), partial_results: Some(false), phrase_list: Some(vec!["yes".into()]), sample_rate: Some(8000), words: Some(true) };
+        let c = Config {
+            max_alternatives: Some(2),
+            partial_results: Some(false),
+            phrase_list: Some(vec!["yes".into()]),
+            sample_rate: Some(8000),
+            words: Some(true),
+        };
         let wire = ClientMessage::Config(c.clone()).to_string();
         assert_eq!(wire, r#"{"config":{"max_alternatives":2,"partial_results":0,"phrase_list":["yes"],"sample_rate":8000,"words":1}}"#);
         assert_eq!(ClientMessage::parse(&wire), Ok(ClientMessage::Config(c)));

@@ -41,10 +41,14 @@ const PATIENT: Duration = Duration::from_secs(60);
 fn first_utterance_text_equals_the_eagi_path() {
     let entries: Vec<_> = manifest().into_iter().filter(|e| e["kind"] == "speech" && e["file"] != "ko-long-8k.wav").collect();
     assert!(entries.len() >= 4);
-    let mut cases: Vec<(String, Codec)> = entries.iter().map(|e| e["file"].as_str().unwrap().to_string()).map(|n| {
-        let c = if n.contains("16k") { Codec::Slin16 } else { Codec::Slin };
-        (n, c)
-    }).collect();
+    let mut cases: Vec<(String, Codec)> = entries
+        .iter()
+        .map(|e| e["file"].as_str().unwrap().to_string())
+        .map(|n| {
+            let c = if n.contains("16k") { Codec::Slin16 } else { Codec::Slin };
+            (n, c)
+        })
+        .collect();
     cases.push(("ko-numbers-8k.wav".into(), Codec::Ulaw));
     for (name, codec) in cases {
         let (samples, rate) = read_mono16(&wav(&name)).unwrap();

@@ -25,7 +25,8 @@ fn bench_with(out: &std::path::Path, what: &[&str], extra: &[&str]) -> (bool, St
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap_or_default()).unwrap_or_else(|e| panic!("report.json: {e}\n{text}\n{}", String::from_utf8_lossy(&o.stderr)));
+    let report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("report.json: {e}\n{text}\n{}", String::from_utf8_lossy(&o.stderr)));
     (o.status.success(), text, report)
 }
 

@@ -11,10 +11,7 @@ use common::*;
 /// WAV; and what it recorded is byte-identical to what the host wrote to fd 3.
 #[test]
 fn transcript_equals_direct_libvosk_on_every_bundled_wav() {
-    let entries: Vec<_> = manifest()
-        .into_iter()
-        .filter(|e| e["kind"] == "speech" && e["rate"] == 8000 && e["file"] != "ko-long-8k.wav")
-        .collect();
+    let entries: Vec<_> = manifest().into_iter().filter(|e| e["kind"] == "speech" && e["rate"] == 8000 && e["file"] != "ko-long-8k.wav").collect();
     assert!(entries.len() >= 3, "bundled speech WAVs: {}", entries.len());
     for e in entries {
         let name = e["file"].as_str().unwrap();

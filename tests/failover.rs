@@ -194,11 +194,7 @@ fn the_token_goes_in_every_handshake() {
     assert_error(&out, "101", "(the server refused the token)");
     let out = run(&[("ASR_BRIDGE_TOKEN", "from-the-env")], &[&format!("--server-token-file={}", file.display())]);
     assert_error(&out, "101", "refused the token");
-    let stats = std::process::Command::new(bin())
-        .args(["stats", &format!("--server={}", refuse.addr())])
-        .env("ASR_BRIDGE_TOKEN_FILE", &file)
-        .output()
-        .unwrap();
+    let stats = std::process::Command::new(bin()).args(["stats", &format!("--server={}", refuse.addr())]).env("ASR_BRIDGE_TOKEN_FILE", &file).output().unwrap();
     assert!(!stats.status.success());
     let auth: Vec<Option<String>> = refuse
         .requests()

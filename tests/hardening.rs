@@ -117,7 +117,12 @@ fn honest_under<T: Send>(what: &str, server: &Server, lead: Duration, abuse: imp
         abused.1, st["decode_lag_ms"], st["queue_wait_ms"]
     );
     assert!(similar(&abused.0, &text), "{what}: the honest call heard {:?}, {text:?} on the idle server", abused.0);
-    assert!(abused.1 <= idle_ms * 2.0 + 1500.0, "{what}: the honest call's result took {:.0} ms, {idle_ms:.0} ms on the idle server\nlog:\n{}", abused.1, server.log());
+    assert!(
+        abused.1 <= idle_ms * 2.0 + 1500.0,
+        "{what}: the honest call's result took {:.0} ms, {idle_ms:.0} ms on the idle server\nlog:\n{}",
+        abused.1,
+        server.log()
+    );
     got
 }
 
@@ -422,7 +427,8 @@ fn trickling_connections_are_capped_and_cut_at_the_deadline() {
         lives
     };
     let lives = honest_under("60 connections trickling their request", &server, Duration::from_millis(500), cut);
-    let held: Vec<Duration> = lives.iter().map(|l| l.expect("every trickling connection was closed by the server")).filter(|l| *l >= Duration::from_secs(1)).collect();
+    let held: Vec<Duration> =
+        lives.iter().map(|l| l.expect("every trickling connection was closed by the server")).filter(|l| *l >= Duration::from_secs(1)).collect();
     assert!(!held.is_empty() && held.len() <= 16, "{} held past a second (at most --max-handshakes=16)", held.len());
     for l in &held {
         assert!(*l >= Duration::from_millis(4500) && *l < Duration::from_secs(8), "cut after {l:?}; the deadline is 5 s");

@@ -216,7 +216,10 @@ fn retries_replay_the_menu_with_their_prompts() {
 fn a_retry_can_succeed() {
     // The caller says nothing for 7 s: the first attempts end NOINPUT, a retry then hears the
     // speech. Real time, so the attempts keep pace with the audio even while the model loads.
-    let mut call = Call::new("ko-hello-8k.wav", &["--prompt=menu", "--retries=3", "--nomatch-prompt=sorry", "--noinput-prompt=sorry", "--no-input-timeout=1500ms", "--end-silence=700ms"]);
+    let mut call = Call::new(
+        "ko-hello-8k.wav",
+        &["--prompt=menu", "--retries=3", "--nomatch-prompt=sorry", "--noinput-prompt=sorry", "--no-input-timeout=1500ms", "--end-silence=700ms"],
+    );
     call.opts.sounds.insert("menu".into(), Duration::from_millis(400));
     call.opts.sounds.insert("sorry".into(), Duration::from_millis(300));
     call.opts.lead_silence = Duration::from_millis(7000);

@@ -302,7 +302,10 @@ fn speaks_vosk_server_protocol_to_any_client() {
     };
     assert!(last.get("text").is_some(), "{last}");
     assert!(results + !last["text"].as_str().unwrap().is_empty() as usize > 0, "nothing recognized");
-    assert!(matches!(ws.read(), Ok(Message::Close(Some(f))) if f.code == tungstenite::protocol::frame::coding::CloseCode::Normal), "closed with 1000 after eof");
+    assert!(
+        matches!(ws.read(), Ok(Message::Close(Some(f))) if f.code == tungstenite::protocol::frame::coding::CloseCode::Normal),
+        "closed with 1000 after eof"
+    );
 
     for (config, why) in [
         (r#"{"config": {"phrase_list": "yes"}}"#, "phrase_list"),

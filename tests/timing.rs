@@ -62,13 +62,7 @@ fn first_set_ms(out: &Outcome) -> f64 {
 
 /// The dialogue without the header, for failure messages.
 fn dialogue(out: &Outcome) -> String {
-    out.res
-        .dialogue
-        .iter()
-        .filter(|l| !l.text.starts_with("agi_"))
-        .map(|l| format!("{:>9.1} {:?} {}", l.t_ms, l.dir, l.text))
-        .collect::<Vec<_>>()
-        .join("\n")
+    out.res.dialogue.iter().filter(|l| !l.text.starts_with("agi_")).map(|l| format!("{:>9.1} {:?} {}", l.t_ms, l.dir, l.text)).collect::<Vec<_>>().join("\n")
 }
 
 fn assert_served(out: &Outcome) {

@@ -2,8 +2,8 @@
 //! [`Agi`] on the controller thread writes one command, then waits for its reply, with a
 //! deadline, while watching for SIGHUP. Only [`AgiWriter`] touches stdout.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, never, select, unbounded, Receiver};
@@ -85,14 +85,8 @@ impl<W: Write> AgiWriter<W> {
     /// Sends one command. EPIPE (the host closed stdout) is an error, never a panic.
     pub fn send(&mut self, cmd: &Command) -> Result<(), AgiError> {
         let line = cmd.to_string();
-        let res = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|_| self.out.flush());
-        res.map_err(|source| AgiError::Write {
-            command: line.trim_end().to_string(),
-            source,
-        })
+        let res = self.out.write_all(line.as_bytes()).and_then(|_| self.out.flush());
+        res.map_err(|source| AgiError::Write { command: line.trim_end().to_string(), source })
     }
 }
 

@@ -58,11 +58,7 @@ pub fn quote_limited(value: &str, max: usize) -> String {
 /// True for a name Asterisk takes as one plain word: letters, digits, `_`, and a dialplan
 /// function form `NAME(args)` without spaces or quotes.
 pub fn valid_variable_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 80
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'(' | b')' | b'-' | b'.'))
+    !name.is_empty() && name.len() <= 80 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'(' | b')' | b'-' | b'.'))
 }
 
 /// One AGI command. `Display` is the wire form.
@@ -100,7 +96,6 @@ impl Command {
             Command::WaitForDigit { .. } => "WAIT FOR DIGIT",
         }
     }
-
 }
 
 impl fmt::Display for Command {
@@ -169,7 +164,6 @@ pub fn parse_args(line: &str) -> Vec<String> {
     }
     args
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,6 @@
 
 use super::AgiError;
 
-
 /// The parsed header: every `key: value` pair in arrival order, unknown keys included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgiHeader {
@@ -18,21 +17,12 @@ impl AgiHeader {
     pub fn push_line(&mut self, line_no: usize, line: &str) -> Result<(), AgiError> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let Some((key, value)) = line.split_once(':') else {
-            return Err(AgiError::HeaderSyntax {
-                line: line_no,
-                text: truncate(line, 80),
-            });
+            return Err(AgiError::HeaderSyntax { line: line_no, text: truncate(line, 80) });
         };
         let value = value.strip_prefix(' ').unwrap_or(value);
-        let key_ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key_ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !key_ok {
-            return Err(AgiError::HeaderSyntax {
-                line: line_no,
-                text: truncate(line, 80),
-            });
+            return Err(AgiError::HeaderSyntax { line: line_no, text: truncate(line, 80) });
         }
         if self.get(key).is_none() {
             self.vars.push((key.to_string(), value.to_string()));
@@ -59,10 +49,7 @@ impl AgiHeader {
 
     /// The value of `key`, if the header had it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// All pairs in arrival order.
@@ -72,16 +59,12 @@ impl AgiHeader {
 
     /// `agi_arg_1` .. `agi_arg_N`, in order, stopping at the first gap.
     pub fn args(&self) -> Vec<String> {
-        (1..)
-            .map_while(|i| self.get(&format!("agi_arg_{i}")).map(str::to_string))
-            .collect()
+        (1..).map_while(|i| self.get(&format!("agi_arg_{i}")).map(str::to_string)).collect()
     }
 
     /// True when Asterisk says this is EAGI (`agi_enhanced: 1.0`).
     pub fn enhanced(&self) -> bool {
-        self.get("agi_enhanced")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .is_some_and(|v| v >= 1.0)
+        self.get("agi_enhanced").and_then(|v| v.trim().parse::<f64>().ok()).is_some_and(|v| v >= 1.0)
     }
 
     /// The call's language (`agi_language`), if given.
@@ -132,10 +115,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(
-            AgiHeader::parse("\u{1}\u{2}binary\n\n"),
-            Err(AgiError::HeaderSyntax { line: 1, .. })
-        ));
+        assert!(matches!(AgiHeader::parse("\u{1}\u{2}binary\n\n"), Err(AgiError::HeaderSyntax { line: 1, .. })));
         assert!(matches!(AgiHeader::parse("agi_x: 1\n"), Err(AgiError::HeaderEof(_))));
     }
 }

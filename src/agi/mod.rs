@@ -39,8 +39,5 @@ pub enum AgiError {
     Eof(String),
     /// No reply came before the deadline.
     #[error("no reply to `{command}` within {after:?}")]
-    Timeout {
-        command: String,
-        after: std::time::Duration,
-    },
+    Timeout { command: String, after: std::time::Duration },
 }

@@ -6,11 +6,7 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `200 result=...`. `result` is `None` for an empty `result=` (GET DATA with a bare `#`).
-    Success {
-        result: Option<i64>,
-        data: Option<String>,
-        endpos: Option<u64>,
-    },
+    Success { result: Option<i64>, data: Option<String>, endpos: Option<u64> },
     /// `510 Invalid or unknown command`.
     InvalidCommand,
     /// `511 Command Not Permitted on a dead channel or intercept routine`.
@@ -71,25 +67,16 @@ impl Reply {
             510 => Some(Reply::InvalidCommand),
             511 => Some(Reply::DeadChannel),
             520 => Some(Reply::Usage(Vec::new())),
-            _ => Some(Reply::Other {
-                code,
-                text: rest.trim_start().to_string(),
-            }),
+            _ => Some(Reply::Other { code, text: rest.trim_start().to_string() }),
         }
     }
 }
 
 fn parse_success(rest: &str) -> Option<Reply> {
     let after = rest.strip_prefix("result=")?;
-    let num_end = after
-        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
-        .unwrap_or(after.len());
+    let num_end = after.find(|c: char| !(c.is_ascii_digit() || c == '-')).unwrap_or(after.len());
     let num = &after[..num_end];
-    let result = if num.is_empty() {
-        None
-    } else {
-        Some(num.parse::<i64>().ok()?)
-    };
+    let result = if num.is_empty() { None } else { Some(num.parse::<i64>().ok()?) };
     let rest = &after[num_end..];
     if !(rest.is_empty() || rest.starts_with([' ', '\r'])) {
         return None;
@@ -111,11 +98,7 @@ fn parse_success(rest: &str) -> Option<Reply> {
     } else {
         Some(tail.to_string())
     };
-    Some(Reply::Success {
-        result,
-        data,
-        endpos,
-    })
+    Some(Reply::Success { result, data, endpos })
 }
 
 /// Gathers lines into replies: most are one line; `520-...` runs to `520 End of proper usage.`
@@ -156,7 +139,6 @@ impl ReplyParser {
             None => Parsed::Stray(line.to_string()),
         }
     }
-
 }
 
 #[cfg(test)]
@@ -164,11 +146,7 @@ mod tests {
     use super::*;
 
     fn ok(result: Option<i64>, data: Option<&str>, endpos: Option<u64>) -> Reply {
-        Reply::Success {
-            result,
-            data: data.map(str::to_string),
-            endpos,
-        }
+        Reply::Success { result, data: data.map(str::to_string), endpos }
     }
 
     #[test]
@@ -176,10 +154,7 @@ mod tests {
         assert_eq!(Reply::parse_line("200 result=0"), Some(ok(Some(0), None, None)));
         assert_eq!(Reply::parse_line("200 result=1 (slin16)"), Some(ok(Some(1), Some("slin16"), None)));
         assert_eq!(Reply::parse_line("200 result=-1 endpos=0"), Some(ok(Some(-1), None, Some(0))));
-        assert_eq!(
-            Reply::parse_line("200 result=-1 (hangup) endpos=8000"),
-            Some(ok(Some(-1), Some("hangup"), Some(8000)))
-        );
+        assert_eq!(Reply::parse_line("200 result=-1 (hangup) endpos=8000"), Some(ok(Some(-1), Some("hangup"), Some(8000))));
         assert_eq!(Reply::parse_line("200 result=53"), Some(ok(Some(53), None, None)));
         assert_eq!(Reply::parse_line("200 result="), Some(ok(None, None, None)));
         assert_eq!(Reply::parse_line("200 result=1 (a) b) c)\r"), Some(ok(Some(1), Some("a) b) c"), None)));
@@ -190,10 +165,7 @@ mod tests {
     fn codes_not_texts() {
         assert_eq!(Reply::parse_line("510 Invalid or unknown command"), Some(Reply::InvalidCommand));
         assert_eq!(Reply::parse_line("511 Command Not Permitted on a dead channel"), Some(Reply::DeadChannel));
-        assert_eq!(
-            Reply::parse_line("599 Something new"),
-            Some(Reply::Other { code: 599, text: "Something new".into() })
-        );
+        assert_eq!(Reply::parse_line("599 Something new"), Some(Reply::Other { code: 599, text: "Something new".into() }));
         assert_eq!(Reply::parse_line("2000 result=1"), None);
     }
 
@@ -205,15 +177,9 @@ mod tests {
         assert_eq!(p.feed("200 result=1 not a reply inside the block"), Parsed::Pending);
         assert_eq!(
             p.feed("520 End of proper usage."),
-            Parsed::Reply(Reply::Usage(vec![
-                " Usage: SET VARIABLE <variablename> <value>".into(),
-                "200 result=1 not a reply inside the block".into()
-            ]))
+            Parsed::Reply(Reply::Usage(vec![" Usage: SET VARIABLE <variablename> <value>".into(), "200 result=1 not a reply inside the block".into()]))
         );
-        assert_eq!(
-            p.feed("520 Invalid command syntax.  Proper usage not available."),
-            Parsed::Reply(Reply::Usage(vec![]))
-        );
+        assert_eq!(p.feed("520 Invalid command syntax.  Proper usage not available."), Parsed::Reply(Reply::Usage(vec![])));
         assert_eq!(p.feed("HANGUP"), Parsed::Stray("HANGUP".into()));
     }
 }

@@ -21,14 +21,14 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::endpointer::Span;
 use super::engine::{block_len, load_model, Engine, EngineOptions};
+use super::model::NoModel;
 use super::recognizer::{Event, Fault, Plan, ServerConfig};
-use super::Backend;
 use super::remote::{pool_error, Pool, RemoteEngine};
+use super::Backend;
 use super::{AsrError, ModelInfo, Transcript};
 use crate::audio::wav::mono16_spec;
 use crate::audio::AudioStats;
 use crate::net::ServerAddr;
-use super::model::NoModel;
 
 /// How often an idle decoder wakes to keep a served connection alive.
 const IDLE_TICK: Duration = Duration::from_millis(200);
@@ -221,7 +221,15 @@ impl Source {
 
 /// A recognizer on the first server of `order` that takes the call and is given `replay` (the
 /// attempt's audio so far, in 100 ms blocks); why each one did not, otherwise ([`pool_error`]).
-fn connect(pool: &mut Pool, server: &ServerConfig, opts: &EngineOptions, order: &[usize], rate: u32, replay: &[i16], events: &Sender<Event>) -> Result<RemoteEngine, AsrError> {
+fn connect(
+    pool: &mut Pool,
+    server: &ServerConfig,
+    opts: &EngineOptions,
+    order: &[usize],
+    rate: u32,
+    replay: &[i16],
+    events: &Sender<Event>,
+) -> Result<RemoteEngine, AsrError> {
     let mut errors = Vec::new();
     for &i in order {
         let started = RemoteEngine::start(pool.addr(i), server.timeout, rate, opts, server.token.as_ref());

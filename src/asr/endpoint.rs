@@ -109,10 +109,7 @@ impl SpeechTracker {
     /// frame where speech onset is confirmed.
     pub fn frame(&mut self, start: f64, len: f64, voiced: bool) -> bool {
         if !voiced {
-            if self.speech_start.is_none()
-                && self.candidate_start.is_some()
-                && start + len - self.last_voiced_end > ONSET_GAP_MS
-            {
+            if self.speech_start.is_none() && self.candidate_start.is_some() && start + len - self.last_voiced_end > ONSET_GAP_MS {
                 self.candidate_start = None;
                 self.candidate_voiced = 0.0;
             }
@@ -201,10 +198,7 @@ impl VoiceDetector {
             2 => VadMode::Aggressive,
             _ => VadMode::VeryAggressive,
         };
-        Some(VoiceDetector {
-            vad: Vad::new_with_rate_and_mode(sr, mode),
-            frame: (rate * FRAME_MS / 1000) as usize,
-        })
+        Some(VoiceDetector { vad: Vad::new_with_rate_and_mode(sr, mode), frame: (rate * FRAME_MS / 1000) as usize })
     }
 
     /// How long WebRTC's VAD keeps saying "voice" after the sound stops (its hangover),

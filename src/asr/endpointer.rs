@@ -154,10 +154,8 @@ enum AttemptEnd {
 impl Endpointer {
     /// Builds the stage (on its own thread: the VAD is not `Send`).
     pub(crate) fn new(cfg: EndpointerConfig, audio: AudioReader, out: DecoderFeed) -> Result<Endpointer, AsrError> {
-        let vad = VoiceDetector::new(cfg.rate, cfg.vad_mode).ok_or_else(|| AsrError::Decode {
-            rate: cfg.rate,
-            reason: "the VAD takes 8, 16, 32 or 48 kHz audio only".into(),
-        })?;
+        let vad = VoiceDetector::new(cfg.rate, cfg.vad_mode)
+            .ok_or_else(|| AsrError::Decode { rate: cfg.rate, reason: "the VAD takes 8, 16, 32 or 48 kHz audio only".into() })?;
         let frame = vad.frame_len();
         Ok(Endpointer {
             cfg,

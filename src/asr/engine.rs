@@ -62,25 +62,11 @@ fn segment(res: CompleteResult<'_>) -> Segment {
     match res {
         CompleteResult::Single(s) => Segment {
             text: s.text.to_string(),
-            result: s
-                .result
-                .iter()
-                .map(|w| WordInfo {
-                    word: w.word.to_string(),
-                    conf: w.conf,
-                    start: w.start,
-                    end: w.end,
-                })
-                .collect(),
+            result: s.result.iter().map(|w| WordInfo { word: w.word.to_string(), conf: w.conf, start: w.start, end: w.end }).collect(),
             alternatives: None,
         },
         CompleteResult::Multiple(m) => Segment {
-            alternatives: Some(
-                m.alternatives
-                    .iter()
-                    .map(|a| SegmentAlternative { confidence: a.confidence, text: a.text.to_string() })
-                    .collect(),
-            ),
+            alternatives: Some(m.alternatives.iter().map(|a| SegmentAlternative { confidence: a.confidence, text: a.text.to_string() }).collect()),
             ..Segment::default()
         },
     }
@@ -108,10 +94,7 @@ impl Transcript {
             (false, true) => prefix.clone(),
             (false, false) => format!("{prefix} {t}"),
         };
-        self.alternatives = alts
-            .iter()
-            .map(|(t, sc)| Alternative { text: join(t), score: *sc, share: (sc - max).exp() / sum })
-            .collect();
+        self.alternatives = alts.iter().map(|(t, sc)| Alternative { text: join(t), score: *sc, share: (sc - max).exp() / sum }).collect();
         self.append(&top, Vec::new());
     }
 
@@ -170,27 +153,13 @@ impl Engine {
             }
             _ => Recognizer::new(model, feed_rate as f32),
         };
-        let mut rec = rec.ok_or_else(|| AsrError::Recognizer {
-            dir: info.dir.display().to_string(),
-            rate: feed_rate,
-        })?;
+        let mut rec = rec.ok_or_else(|| AsrError::Recognizer { dir: info.dir.display().to_string(), rate: feed_rate })?;
         rec.set_words(true);
         if opts.alternatives > 0 {
             rec.set_max_alternatives(opts.alternatives);
         }
-        let resampler = if resample {
-            Some(Resampler::new(audio_rate, feed_rate, block_len(audio_rate))?)
-        } else {
-            None
-        };
-        Ok(Engine {
-            rec,
-            rate: audio_rate,
-            resampler,
-            resampled: Vec::new(),
-            transcript: Transcript::default(),
-            blocks: 0,
-        })
+        let resampler = if resample { Some(Resampler::new(audio_rate, feed_rate, block_len(audio_rate))?) } else { None };
+        Ok(Engine { rec, rate: audio_rate, resampler, resampled: Vec::new(), transcript: Transcript::default(), blocks: 0 })
     }
 
     /// The audio rate blocks are given in.
@@ -241,14 +210,10 @@ impl Engine {
         match state {
             Ok(DecodingState::Finalized) => Ok(true),
             Ok(DecodingState::Running) => Ok(false),
-            Ok(DecodingState::Failed) => Err(AsrError::Decode {
-                rate: self.rate,
-                reason: "accept_waveform returned -1 (sample-rate mismatch with the model?)".into(),
-            }),
-            Err(e) => Err(AsrError::Decode {
-                rate: self.rate,
-                reason: e.to_string(),
-            }),
+            Ok(DecodingState::Failed) => {
+                Err(AsrError::Decode { rate: self.rate, reason: "accept_waveform returned -1 (sample-rate mismatch with the model?)".into() })
+            }
+            Err(e) => Err(AsrError::Decode { rate: self.rate, reason: e.to_string() }),
         }
     }
 
@@ -274,7 +239,6 @@ impl Engine {
         self.transcript.push(seg);
         self.transcript
     }
-
 }
 
 /// The direct-libvosk baseline: the same engine and blocks, no ring, no threads, no AGI.

@@ -15,11 +15,8 @@ use super::{vosk_raw, AsrError};
 /// assert_eq!(normalize("안녕하세요, 반갑습니다."), "안녕하세요 반갑습니다");
 /// ```
 pub fn normalize(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| if c.is_alphanumeric() || c == '\'' || c == '[' || c == ']' { c } else { ' ' })
-        .flat_map(char::to_lowercase)
-        .collect();
+    let mapped: String =
+        text.chars().map(|c| if c.is_alphanumeric() || c == '\'' || c == '[' || c == ']' { c } else { ' ' }).flat_map(char::to_lowercase).collect();
     mapped.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

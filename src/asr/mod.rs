@@ -56,7 +56,6 @@ impl std::fmt::Display for Backend {
     }
 }
 
-
 /// Errors at the recognizer boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
@@ -106,4 +105,3 @@ pub enum AsrError {
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioError),
 }
-

@@ -59,10 +59,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, AsrError> {
         Ok(_) => {}
     }
     if fs::read_dir(dir).is_err() {
-        return Err(AsrError::ModelIncomplete {
-            dir: d,
-            what: "the directory is not readable".into(),
-        });
+        return Err(AsrError::ModelIncomplete { dir: d, what: "the directory is not readable".into() });
     }
     let exists = |rel: &str| dir.join(rel).is_file();
     let mut missing = Vec::new();
@@ -80,9 +77,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, AsrError> {
             what: "no model files: expected am/final.mdl and conf/model.conf (or final.mdl and mfcc.conf); is this a Vosk model directory?".into(),
         });
     };
-    let feature_conf = [format!("{conf_dir}mfcc.conf"), format!("{conf_dir}fbank.conf")]
-        .into_iter()
-        .find(|c| exists(c));
+    let feature_conf = [format!("{conf_dir}mfcc.conf"), format!("{conf_dir}fbank.conf")].into_iter().find(|c| exists(c));
     if feature_conf.is_none() {
         missing.push(format!("{conf_dir}mfcc.conf (or fbank.conf) is missing"));
     }
@@ -102,21 +97,13 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, AsrError> {
         }
     }
     if !missing.is_empty() {
-        return Err(AsrError::ModelIncomplete {
-            dir: d,
-            what: missing.join(", "),
-        });
+        return Err(AsrError::ModelIncomplete { dir: d, what: missing.join(", ") });
     }
     let (sample_rate, allow_upsample) = match &feature_conf {
         Some(c) => parse_feature_conf(&fs::read_to_string(dir.join(c)).unwrap_or_default()),
         None => (16000, false),
     };
-    Ok(ModelInfo {
-        dir: dir.to_path_buf(),
-        sample_rate,
-        allow_upsample,
-        runtime_grammar,
-    })
+    Ok(ModelInfo { dir: dir.to_path_buf(), sample_rate, allow_upsample, runtime_grammar })
 }
 
 /// `--sample-frequency` (default 16000) and `--allow-upsample` from a Kaldi feature config.

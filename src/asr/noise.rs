@@ -412,8 +412,7 @@ mod tests {
     }
 
     const KINDS: [NoiseKind; 3] = [NoiseKind::White, NoiseKind::Pink, NoiseKind::Brown];
-    const SPEECH_8K: [&str; 5] =
-        ["ko-hello-8k.wav", "ko-hello-quiet-8k.wav", "ko-numbers-8k.wav", "ko-weather-8k.wav", "ko-long-8k.wav"];
+    const SPEECH_8K: [&str; 5] = ["ko-hello-8k.wav", "ko-hello-quiet-8k.wav", "ko-numbers-8k.wav", "ko-weather-8k.wav", "ko-long-8k.wav"];
 
     /// (a) Steady noise, 5 s at 8 kHz. The VAD alone takes white and pink noise at -25 and
     /// -20 dBFS and brown at -20 for speech for the whole 5 s (and pink at -30, brown at -25
@@ -480,11 +479,7 @@ mod tests {
         let kept = clean_vad.iter().zip(&gated).filter(|(c, g)| **c && **g).count();
         let both: Vec<usize> = (0..clean_vad.len()).filter(|&i| clean_vad[i] && mixed_vad[i]).collect();
         let dropped = both.iter().filter(|&&i| !gated[i]).count();
-        (
-            got as i64 - want as i64,
-            kept as f64 / count(&clean_vad) as f64,
-            dropped as f64 / both.len().max(1) as f64,
-        )
+        (got as i64 - want as i64, kept as f64 / count(&clean_vad) as f64, dropped as f64 / both.len().max(1) as f64)
     }
 
     /// (b) Speech at 20 and 10 dB SNR in pink and white noise: onset within 150 ms of the clean
@@ -651,8 +646,7 @@ mod tests {
         let tone: Vec<i16> = (0..1600)
             .map(|i| {
                 let t = i as f64 / 8000.0;
-                (4000.0 * ((std::f64::consts::TAU * 150.0 * t).sin() + 0.5 * (std::f64::consts::TAU * 450.0 * t).sin()))
-                    as i16
+                (4000.0 * ((std::f64::consts::TAU * 150.0 * t).sin() + 0.5 * (std::f64::consts::TAU * 450.0 * t).sin())) as i16
             })
             .collect();
         for f in tone.chunks_exact(160) {

@@ -30,7 +30,9 @@ pub fn pool_error(mut errors: Vec<AsrError>) -> AsrError {
     for e in &errors {
         let (addr, what) = match e {
             AsrError::ServerBusy { addr, reason } => (addr, format!("busy: {reason}")),
-            AsrError::ServerUnreachable { addr, reason } | AsrError::ServerLost { addr, reason } | AsrError::ServerRefused { addr, reason } => (addr, reason.clone()),
+            AsrError::ServerUnreachable { addr, reason } | AsrError::ServerLost { addr, reason } | AsrError::ServerRefused { addr, reason } => {
+                (addr, reason.clone())
+            }
             other => (&String::new(), other.to_string()),
         };
         addrs.push(addr.clone());

@@ -104,10 +104,7 @@ pub fn check_audio_fd(fd: RawFd) -> Result<(), AudioError> {
         };
         return Err(AudioError::NotAFifo(name));
     }
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|source| AudioError::Fd {
-        op: "fcntl(F_SETFD, FD_CLOEXEC)",
-        source,
-    })?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|source| AudioError::Fd { op: "fcntl(F_SETFD, FD_CLOEXEC)", source })?;
     Ok(())
 }
 
@@ -131,16 +128,8 @@ pub fn start(fd: OwnedFd, t0: Instant) -> Result<AudioReader, AudioError> {
     std::thread::Builder::new()
         .name("fd3-reader".into())
         .spawn(move || read_loop(file, producer, &s, &w, t0))
-        .map_err(|e| AudioError::Fd {
-            op: "spawning the reader thread",
-            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
-        })?;
-    Ok(AudioReader {
-        consumer,
-        stats,
-        waker,
-        t0,
-    })
+        .map_err(|e| AudioError::Fd { op: "spawning the reader thread", source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)) })?;
+    Ok(AudioReader { consumer, stats, waker, t0 })
 }
 
 fn ns_since(t0: Instant) -> u64 {
@@ -182,13 +171,7 @@ pub fn bytes_to_samples(bytes: &[u8], carry: &mut Option<u8>, out: &mut [i16]) -
     n
 }
 
-fn read_loop(
-    mut file: File,
-    mut producer: rtrb::Producer<i16>,
-    stats: &AudioStats,
-    waker: &OnceLock<Thread>,
-    t0: Instant,
-) {
+fn read_loop(mut file: File, mut producer: rtrb::Producer<i16>, stats: &AudioStats, waker: &OnceLock<Thread>, t0: Instant) {
     let mut buf = [0u8; 16 * 1024];
     let mut samples = [0i16; 8 * 1024 + 1];
     let mut carry: Option<u8> = None;

@@ -17,20 +17,9 @@ pub(crate) struct Resampler {
 impl Resampler {
     /// A resampler that takes exactly `block` input samples per call.
     pub(crate) fn new(from: u32, to: u32, block: usize) -> Result<Resampler, AudioError> {
-        let inner = FftFixedIn::<f32>::new(from as usize, to as usize, block, 2, 1).map_err(|e| {
-            AudioError::Resample {
-                from,
-                to,
-                reason: e.to_string(),
-            }
-        })?;
+        let inner = FftFixedIn::<f32>::new(from as usize, to as usize, block, 2, 1).map_err(|e| AudioError::Resample { from, to, reason: e.to_string() })?;
         let out_max = inner.output_frames_max();
-        Ok(Resampler {
-            inner,
-            input: vec![vec![0.0; block]],
-            output: vec![vec![0.0; out_max]],
-            block,
-        })
+        Ok(Resampler { inner, input: vec![vec![0.0; block]], output: vec![vec![0.0; out_max]], block })
     }
 
     /// Input samples per call.
@@ -45,11 +34,7 @@ impl Resampler {
             *d = *s as f32 / 32768.0;
         }
         match self.inner.process_into_buffer(&self.input, &mut self.output, None) {
-            Ok((_, produced)) => out.extend(
-                self.output[0][..produced]
-                    .iter()
-                    .map(|v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16),
-            ),
+            Ok((_, produced)) => out.extend(self.output[0][..produced].iter().map(|v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16)),
             Err(_) => out.extend(std::iter::repeat_n(0, self.block)),
         }
     }
@@ -62,9 +47,7 @@ mod tests {
     #[test]
     fn doubles_the_length_and_keeps_a_tone() {
         let mut r = Resampler::new(8000, 16000, 800).unwrap();
-        let tone: Vec<i16> = (0..8000)
-            .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 10000.0) as i16)
-            .collect();
+        let tone: Vec<i16> = (0..8000).map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 10000.0) as i16).collect();
         let mut out = Vec::new();
         for b in tone.chunks(800) {
             r.process(b, &mut out);

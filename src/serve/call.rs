@@ -358,8 +358,10 @@ mod tests {
     #[test]
     fn config_is_checked() {
         let mut c = CallConfig::new(8000);
-        c.apply(&config(serde_json::json!({"sample_rate": 16000.0, "phrase_list": ["Yes!", "no", "yes", "  "], "words": 0, "max_alternatives": 3, "model": "x"})))
-            .unwrap();
+        c.apply(&config(
+            serde_json::json!({"sample_rate": 16000.0, "phrase_list": ["Yes!", "no", "yes", "  "], "words": 0, "max_alternatives": 3, "model": "x"}),
+        ))
+        .unwrap();
         assert_eq!(c.sample_rate, 16000);
         assert_eq!(c.phrase_list, Some(vec!["yes".to_string(), "no".to_string()]));
         assert!(!c.words);

@@ -96,7 +96,9 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, HeadError> {
                 path: path.split('?').next().unwrap_or("/").to_string(),
                 upgrade: header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
                 authorization: header("authorization").map(str::to_string),
-                protocols: header("sec-websocket-protocol").map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()).unwrap_or_default(),
+                protocols: header("sec-websocket-protocol")
+                    .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+                    .unwrap_or_default(),
             }))
         }
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),

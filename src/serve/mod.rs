@@ -167,7 +167,11 @@ const ON_DEMAND_IDLE_EXIT: Duration = Duration::from_secs(600);
 
 enum Listener {
     /// `ours`: bound here, so its file is removed at exit (not one systemd passed).
-    Unix { l: UnixListener, path: PathBuf, ours: bool },
+    Unix {
+        l: UnixListener,
+        path: PathBuf,
+        ours: bool,
+    },
     Tcp(TcpListener),
 }
 
@@ -338,8 +342,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     for s in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         let n = signals.clone();
         // SAFETY: the handler only increments an atomic, which is async-signal-safe.
-        unsafe { signal_hook::low_level::register(s, move || { n.fetch_add(1, Ordering::SeqCst); }) }
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        unsafe {
+            signal_hook::low_level::register(s, move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
     // Before the model loads: a listener refused for want of a token fails at once.
     let tcp = match &passed {
@@ -939,7 +947,12 @@ fn serve_call(sh: &Arc<Shared>, ws: &mut WebSocket<Replayed>, id: usize, call: &
 /// job (other calls' blocks go between); then the reply. Returns the call, the reply, and
 /// the time spent waiting for a worker.
 #[allow(clippy::type_complexity)]
-fn decode(sh: &Shared, usage: &mut Usage, mut c: Box<ServedCall>, work: Work) -> Result<(Box<ServedCall>, Result<String, crate::asr::AsrError>, Duration), (Option<CloseCode>, String)> {
+fn decode(
+    sh: &Shared,
+    usage: &mut Usage,
+    mut c: Box<ServedCall>,
+    work: Work,
+) -> Result<(Box<ServedCall>, Result<String, crate::asr::AsrError>, Duration), (Option<CloseCode>, String)> {
     let jobs: Vec<Option<Vec<u8>>> = match work {
         Work::Audio(b) if b.is_empty() => vec![Some(b)],
         Work::Audio(b) if b.len() <= c.whole_bytes() => vec![Some(b)],
@@ -977,4 +990,3 @@ enum Work {
     Audio(Vec<u8>),
     Final,
 }
-

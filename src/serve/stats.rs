@@ -119,10 +119,7 @@ impl Stats {
             }
             *n += 1;
         }
-        let ok = self
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_calls).then_some(n + 1))
-            .is_ok();
+        let ok = self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_calls).then_some(n + 1)).is_ok();
         if ok {
             self.accepted.fetch_add(1, Ordering::Relaxed);
             Ok(())
@@ -229,7 +226,10 @@ pub(crate) fn prometheus(j: &serde_json::Value) -> String {
         put(name, kind, help, j[*key].as_f64(), "");
     }
     put("asr_bridge_draining", "gauge", "1 while shutting down.", Some(f64::from(u8::from(j["status"] == "draining"))), "");
-    for (key, name, help) in [("decode_lag_ms", "asr_bridge_decode_lag_ms", "Audio message received to reply ready."), ("queue_wait_ms", "asr_bridge_queue_wait_ms", "Wait for a decode worker.")] {
+    for (key, name, help) in [
+        ("decode_lag_ms", "asr_bridge_decode_lag_ms", "Audio message received to reply ready."),
+        ("queue_wait_ms", "asr_bridge_queue_wait_ms", "Wait for a decode worker."),
+    ] {
         for q in ["p50", "p95"] {
             let quantile = if q == "p50" { "0.5" } else { "0.95" };
             put(name, "gauge", help, j[key][q].as_f64(), &format!("{{quantile=\"{quantile}\"}}"));

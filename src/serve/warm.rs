@@ -133,11 +133,7 @@ impl<E> WarmPool<E> {
         let Ok(mut idle) = self.idle.lock() else { return };
         idle.entry(key).or_default().push(w);
         while idle.values().map(Vec::len).sum::<usize>() > b.capacity {
-            let oldest = idle
-                .iter()
-                .filter_map(|(k, v)| v.first().map(|w| (k.clone(), w.idle_since)))
-                .min_by_key(|(_, t)| *t)
-                .map(|(k, _)| k);
+            let oldest = idle.iter().filter_map(|(k, v)| v.first().map(|w| (k.clone(), w.idle_since))).min_by_key(|(_, t)| *t).map(|(k, _)| k);
             let Some(k) = oldest else { break };
             if let Some(list) = idle.get_mut(&k) {
                 list.remove(0);

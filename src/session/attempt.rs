@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use super::verdict::{AttemptEnd, Verdict};
 use super::CallError;
-use crate::asr::AsrError;
 use crate::agi::Command;
-use crate::audio::StreamPos;
 use crate::asr::endpoint::{EndReason, Timers};
 use crate::asr::endpointer::Endpoint;
 use crate::asr::recognizer::{Control, Event, Outcome};
+use crate::asr::AsrError;
+use crate::audio::StreamPos;
 use crate::config::MenuConfig;
 use crate::log_line;
 
@@ -404,7 +404,12 @@ mod tests {
         }
 
         fn now(&self) -> Now {
-            Now { at: self.t0 + Duration::from_millis(self.ms), stream_pos: StreamPos(self.stream), heard_pos: StreamPos(self.heard), command_running: self.running }
+            Now {
+                at: self.t0 + Duration::from_millis(self.ms),
+                stream_pos: StreamPos(self.stream),
+                heard_pos: StreamPos(self.heard),
+                command_running: self.running,
+            }
         }
 
         /// Audio arrives (and the endpointer hears it) for `ms`; `frames: false` is DTX.

@@ -3,9 +3,9 @@
 //! what the dialplan is told (status, cause, `ASR_ERROR`).
 
 use crate::agi::AgiError;
+use crate::asr::model::NoModel;
 use crate::asr::AsrError;
 use crate::audio::AudioError;
-use crate::asr::model::NoModel;
 use crate::config::ConfigError;
 use crate::profile::ProfileError;
 use crate::session::record::Cause;

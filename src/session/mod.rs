@@ -16,16 +16,16 @@ use crossbeam_channel::{after, select, unbounded, Receiver};
 use crate::agi::channel::{Agi, LineEvent};
 use crate::agi::{Command, Reply};
 use crate::asr::endpointer::Controls;
-use crate::asr::recognizer::{self, Control, Plan, Event, Outcome, RecognizerConfig};
-use crate::asr::model;
-use crate::audio::{self, rate_for_eagi_format};
-use crate::asr::model::NoModel;
-use crate::config::{CallArgs, Config};
-use crate::asr::ModelInfo;
 use crate::asr::engine::EngineOptions;
+use crate::asr::model;
+use crate::asr::model::NoModel;
+use crate::asr::recognizer::{self, Control, Event, Outcome, Plan, RecognizerConfig};
+use crate::asr::ModelInfo;
+use crate::audio::{self, rate_for_eagi_format};
+use crate::config::{CallArgs, Config};
 use crate::log::{append_json, redirect_stderr};
-use crate::procfs::rusage;
 use crate::log_line;
+use crate::procfs::rusage;
 
 pub(crate) mod attempt;
 pub(crate) mod error;
@@ -84,7 +84,10 @@ pub fn run_eagi<W: Write>(
     argv: Vec<String>,
     t0: Instant,
     fd3: Result<std::os::fd::OwnedFd, audio::AudioError>,
-    out: W, lines: Receiver<LineEvent>, signals: Receiver<i32>) -> i32 {
+    out: W,
+    lines: Receiver<LineEvent>,
+    signals: Receiver<i32>,
+) -> i32 {
     // Options first (pure parsing): they say where stderr goes.
     let config: Result<Config, CallError> = crate::profile::expand(argv)
         .map_err(CallError::from)
@@ -186,10 +189,7 @@ pub fn run_eagi<W: Write>(
         timers: config.timers,
         vad_mode: config.vad_mode,
         record: config.record.clone(),
-        engine: EngineOptions {
-            grammar: config.menu.grammar.clone(),
-            alternatives: config.menu.alternatives,
-        },
+        engine: EngineOptions { grammar: config.menu.grammar.clone(), alternatives: config.menu.alternatives },
         barge_min: config.menu.barge_in_min,
         fault: config.fault,
     };
@@ -437,10 +437,7 @@ impl<W: Write> Call<W> {
         }
         let budget_end = Instant::now() + HANGUP_BUDGET;
         for (i, (name, value)) in vars.iter().enumerate() {
-            let cmd = Command::SetVariable {
-                name: format!("{}{}", self.prefix, name),
-                value: value.clone(),
-            };
+            let cmd = Command::SetVariable { name: format!("{}{}", self.prefix, name), value: value.clone() };
             let timeout = if self.agi.hung_up() {
                 budget_end.saturating_duration_since(Instant::now())
             } else if self.agi.timed_out() {

@@ -144,7 +144,6 @@ impl CallRecord {
         let line = text.lines().rev().find(|l| !l.trim().is_empty()).ok_or_else(|| format!("{}: no line", path.display()))?;
         serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display()))
     }
-
 }
 
 /// The JSON line itself (for messages).

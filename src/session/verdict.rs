@@ -155,7 +155,6 @@ impl Verdict {
     }
 }
 
-
 /// How one attempt ended.
 #[derive(Debug)]
 pub enum AttemptEnd {

@@ -147,7 +147,12 @@ impl SimArgs {
 pub fn run(args: SimArgs) -> crate::ModeResult {
     let opts = args.options()?;
     if !args.quiet {
-        println!("simulated Asterisk host: {} -> fd 3 at {} Hz, speed {}x", args.wav.as_ref().map(|p| p.display().to_string()).unwrap_or("silence".into()), opts.rate, opts.speed);
+        println!(
+            "simulated Asterisk host: {} -> fd 3 at {} Hz, speed {}x",
+            args.wav.as_ref().map(|p| p.display().to_string()).unwrap_or("silence".into()),
+            opts.rate,
+            opts.speed
+        );
     }
     let res = host::run(opts)?;
     if !args.quiet {
@@ -157,7 +162,11 @@ pub fn run(args: SimArgs) -> crate::ModeResult {
         }
         println!(
             "\nAGISTATUS={} exit={:?} frames written={} dropped={} hangup={:?}",
-            res.agistatus, res.exit_code, res.frames_written, res.frames_dropped, res.hangup_ms.map(|h| format!("{h:.0} ms"))
+            res.agistatus,
+            res.exit_code,
+            res.frames_written,
+            res.frames_dropped,
+            res.hangup_ms.map(|h| format!("{h:.0} ms"))
         );
     }
     if let Some(p) = &args.json {

@@ -233,10 +233,7 @@ fn allowed_dead(words: &[String]) -> bool {
     let first = w.first().map(String::as_str).unwrap_or("");
     let two = w.join(" ");
     matches!(first, "EXEC" | "NOOP" | "VERBOSE" | "DATABASE")
-        || matches!(
-            two.as_str(),
-            "GET VARIABLE" | "GET FULL" | "SET VARIABLE" | "ASYNCAGI BREAK" | "SPEECH DESTROY" | "SPEECH UNLOAD"
-        )
+        || matches!(two.as_str(), "GET VARIABLE" | "GET FULL" | "SET VARIABLE" | "ASYNCAGI BREAK" | "SPEECH DESTROY" | "SPEECH UNLOAD")
 }
 
 struct Host {
@@ -508,10 +505,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
             cmd.env("PATH", path);
         }
     }
-    cmd.args(&opts.bridge_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .envs(opts.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&opts.bridge_args).stdin(Stdio::piped()).stdout(Stdio::piped()).envs(opts.env.iter().map(|(k, v)| (k, v)));
     match &opts.child_stderr {
         Some(p) => {
             cmd.stderr(std::fs::OpenOptions::new().create(true).append(true).open(p)?);
@@ -536,10 +530,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
         }
     }
     let start = Instant::now();
-    let spawn_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0);
+    let spawn_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
     let mut child: Child = cmd.spawn()?;
     drop(audio_r); // the child has it; the host keeps only the write end, as Asterisk does
     let stdin = child.stdin.take().expect("piped stdin");
@@ -749,7 +740,6 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
                 Err(Errno::EPIPE) => host.audio_closed(),
                 Err(_) => host.res.frames_dropped += 1, // EAGAIN: Asterisk drops the frame
             }
-
         }
         // Wait for output from the child, or the next frame / timer.
         let mut wake = next_frame;
@@ -789,13 +779,7 @@ pub fn run(opts: SimOptions) -> std::io::Result<SimResult> {
     } else {
         "SUCCESS".into()
     };
-    let summary = format!(
-        "child exited {:?} (signal {:?}) after {:.0} ms; AGISTATUS={}",
-        st.code(),
-        st.signal(),
-        host.res.child_ms,
-        host.res.agistatus
-    );
+    let summary = format!("child exited {:?} (signal {:?}) after {:.0} ms; AGISTATUS={}", st.code(), st.signal(), host.res.child_ms, host.res.agistatus);
     host.log(Dir::Event, &summary);
     Ok(host.res)
 }

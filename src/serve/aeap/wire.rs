@@ -21,9 +21,15 @@ pub(crate) enum Request {
 /// A message from Asterisk.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Incoming {
-    Request { id: String, request: Request },
+    Request {
+        id: String,
+        request: Request,
+    },
     /// Asterisk's answer to the engine's own `set` (the results push); `error` when it refused.
-    Response { id: String, error: Option<String> },
+    Response {
+        id: String,
+        error: Option<String>,
+    },
 }
 
 /// Why a text message could not be taken. `id` and `name` are what the error reply echoes
@@ -149,8 +155,14 @@ mod tests {
         );
         let no_params = r#"{"request":"setup","id":"a1","version":"0.1.0","codecs":[{"name":"slin16"}]}"#;
         assert!(matches!(parse(no_params).unwrap(), Incoming::Request { request: Request::Setup { params, .. }, .. } if params.is_empty()));
-        assert_eq!(parse(r#"{"request":"set","id":"b","params":{"dtmf":"5"}}"#).unwrap(), Incoming::Request { id: "b".into(), request: Request::Set { params: vec![("dtmf".into(), "5".into())] } });
-        assert_eq!(parse(r#"{"request":"get","id":"c","params":["results"]}"#).unwrap(), Incoming::Request { id: "c".into(), request: Request::Get { names: vec!["results".into()] } });
+        assert_eq!(
+            parse(r#"{"request":"set","id":"b","params":{"dtmf":"5"}}"#).unwrap(),
+            Incoming::Request { id: "b".into(), request: Request::Set { params: vec![("dtmf".into(), "5".into())] } }
+        );
+        assert_eq!(
+            parse(r#"{"request":"get","id":"c","params":["results"]}"#).unwrap(),
+            Incoming::Request { id: "c".into(), request: Request::Get { names: vec!["results".into()] } }
+        );
         assert_eq!(parse(r#"{"response":"set","id":"d"}"#).unwrap(), Incoming::Response { id: "d".into(), error: None });
     }
 
