@@ -260,7 +260,7 @@ pub struct Terminator(pub Option<char>);
 fn terminator(v: &str) -> Result<Terminator, String> {
     match v.trim() {
         "" => Ok(Terminator(None)),
-        t if t.len() == 1 && "0123456789*#ABCD".contains(t) => Ok(Terminator(t.chars().next())),
+        t if t.len() == 1 && crate::agi::DTMF_KEYS.contains(t) => Ok(Terminator(t.chars().next())),
         _ => Err("must be one key: 0-9, *, #, A-D, or empty".to_string()),
     }
 }

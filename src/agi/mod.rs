@@ -15,6 +15,9 @@ pub use command::{quote, Command};
 pub use header::AgiHeader;
 pub use reply::{Reply, ReplyParser};
 
+/// The keys a phone sends as DTMF (Asterisk's digits, A-D included).
+pub const DTMF_KEYS: &str = "0123456789*#ABCD";
+
 /// Errors at the AGI boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum AgiError {

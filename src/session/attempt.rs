@@ -299,7 +299,7 @@ impl<'a> Attempt<'a> {
             }
             return;
         }
-        let Some(key) = u32::try_from(result).ok().and_then(char::from_u32).filter(|c| "0123456789*#ABCD".contains(*c)) else {
+        let Some(key) = u32::try_from(result).ok().and_then(char::from_u32).filter(|c| crate::agi::DTMF_KEYS.contains(*c)) else {
             return; // result=1 of an interrupted WAIT FOR DIGIT reaches here only if unowed
         };
         if self.prompting {

@@ -90,7 +90,7 @@ fn speed(v: &str) -> Result<f64, String> {
 /// `TIME:KEY`, e.g. `3s:5`.
 fn key_at(v: &str) -> Result<(Duration, char), String> {
     let (t, k) = v.rsplit_once(':').ok_or("use TIME:KEY")?;
-    let key = k.chars().next().filter(|c| k.len() == 1 && "0123456789*#ABCD".contains(*c)).ok_or("the key must be one of 0-9, *, #, A-D")?;
+    let key = k.chars().next().filter(|c| k.len() == 1 && crate::agi::DTMF_KEYS.contains(*c)).ok_or("the key must be one of 0-9, *, #, A-D")?;
     Ok((duration(t)?, key))
 }
 
