@@ -89,7 +89,7 @@ fn check_model(r: &mut Report, dir: &Path, load: bool) {
 /// in-process.
 fn check_resident(r: &mut Report, model: &std::path::Path) {
     use crate::asr::resident;
-    let sock = match resident::runtime_dir().and_then(|d| resident::socket_path(&d, model)) {
+    let sock = match resident::socket_of(model) {
         Ok(s) => s,
         Err(e) => {
             return r
@@ -330,8 +330,7 @@ pub struct StatsArgs {
 pub fn stats(a: &StatsArgs) -> Result<String, crate::ModeError> {
     let addr = match &a.server {
         // The model's resident server where there is one, else the installed unit's socket.
-        StatsTarget::Auto => crate::asr::resident::runtime_dir()
-            .and_then(|d| crate::asr::resident::socket_path(&d, &a.model))
+        StatsTarget::Auto => crate::asr::resident::socket_of(&a.model)
             .ok()
             .filter(|s| s.exists())
             .map(ServerAddr::Unix)

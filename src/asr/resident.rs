@@ -37,7 +37,7 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The directory of the resident servers' sockets, locks and logs.
-pub(crate) fn runtime_dir() -> Result<PathBuf, String> {
+fn runtime_dir() -> Result<PathBuf, String> {
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
         let dir = PathBuf::from(x).join("asr_bridge");
         return match private_dir(&dir) {
@@ -59,7 +59,7 @@ pub(crate) fn runtime_dir() -> Result<PathBuf, String> {
 
 /// The socket of `model`'s resident server in `dir`: the model's name for people, a hash of
 /// its canonical path so that two models never share a server.
-pub(crate) fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
+fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
     let canonical = model.canonicalize().map_err(|e| format!("{}: {e}", model.display()))?;
     let name: String = canonical
         .file_name()
@@ -70,10 +70,14 @@ pub(crate) fn socket_path(dir: &Path, model: &Path) -> Result<PathBuf, String> {
     Ok(dir.join(format!("{name}-{hash:016x}.sock")))
 }
 
+/// Where `model`'s resident server listens (or will): its socket in the runtime directory.
+pub(crate) fn socket_of(model: &Path) -> Result<PathBuf, String> {
+    socket_path(&runtime_dir()?, model)
+}
+
 /// The address of `model`'s resident server, started here if none answers.
 pub(crate) fn find_or_start(model: &Path, exe: &Path, timeout: Duration) -> Result<ServerAddr, String> {
-    let dir = runtime_dir()?;
-    let sock = socket_path(&dir, model)?;
+    let sock = socket_of(model)?;
     let addr = ServerAddr::Unix(sock.clone());
     if answers(&sock) {
         return Ok(addr);
