@@ -27,9 +27,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if Cli::is_mode(&args) {
         // A person (or a unit file) chose a mode: clap reports a bad option and exits 2.
+        let name = args[0].clone();
         let cli = Cli::try_parse_from(std::iter::once("asr_bridge".to_string()).chain(args)).unwrap_or_else(|e| e.exit());
         let mode = cli.mode.expect("is_mode: a subcommand or help");
-        let name = mode_name(&mode);
         return match run(mode) {
             Ok(code) => code,
             Err(e) => {
@@ -39,19 +39,6 @@ fn main() -> ExitCode {
         };
     }
     eagi(args, t0)
-}
-
-fn mode_name(mode: &Mode) -> &'static str {
-    match mode {
-        Mode::Serve(_) => "serve",
-        Mode::Stats(_) => "stats",
-        Mode::Simulate(_) => "simulate",
-        Mode::Transcribe(_) => "transcribe",
-        Mode::Bench(_) => "bench",
-        Mode::Doctor(_) => "doctor",
-        Mode::Man => "man",
-        Mode::Completions { .. } => "completions",
-    }
 }
 
 /// Runs a mode to its exit status.
