@@ -20,25 +20,24 @@ pub use recognizer::{Fault, ServerConfig};
 
 use serde::{Deserialize, Serialize};
 
-/// Where the call's audio was decoded.
+/// Where the call's audio was decoded. The JSON line holds its [`Backend::name`] (the one map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Backend {
     /// Nothing was loaded or connected (the call ended first).
     #[default]
-    #[serde(rename = "")]
     None,
     /// A model loaded in this process.
-    #[serde(rename = "in-process")]
     InProcess,
     /// A recognition server (`--server`, or the resident one).
-    #[serde(rename = "server")]
     Server,
     /// In-process after the server could not be reached, or was lost mid-call.
-    #[serde(rename = "fallback")]
     Fallback,
 }
 
 impl Backend {
+    const ALL: [Backend; 4] = [Backend::None, Backend::InProcess, Backend::Server, Backend::Fallback];
+
     /// The name in the JSON line and the log.
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +46,20 @@ impl Backend {
             Backend::Server => "server",
             Backend::Fallback => "fallback",
         }
+    }
+}
+
+impl From<Backend> for &'static str {
+    fn from(b: Backend) -> &'static str {
+        b.name()
+    }
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Backend, String> {
+        Backend::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| format!("{name:?} is not a backend"))
     }
 }
 

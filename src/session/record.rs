@@ -9,39 +9,43 @@ use crate::asr::Backend;
 use crate::session::verdict::Status;
 
 /// `ASR_CAUSE`: the MRCP completion cause, or one of the bridge's own codes. Its `Display` is
-/// the dialplan's code.
+/// the dialplan's code, and the JSON line holds the same string ([`Cause::code`], the one map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Cause {
     /// `000` success.
-    #[serde(rename = "000")]
     Success,
     /// `001` no-match.
-    #[serde(rename = "001")]
     NoMatch,
     /// `002` no-input-timeout.
-    #[serde(rename = "002")]
     NoInputTimeout,
     /// `006` recognizer-error.
-    #[serde(rename = "006")]
     RecognizerError,
     /// `008` success-maxtime: speech went on past `--max-duration` and was cut.
-    #[serde(rename = "008")]
     SuccessMaxTime,
     /// `100` the recognition server is busy (the dialplan can offer DTMF).
-    #[serde(rename = "100")]
     ServerBusy,
     /// `101` the recognition server cannot be reached.
-    #[serde(rename = "101")]
     ServerUnreachable,
     /// `102` the recognition server was lost mid-call or missed its reply deadline.
-    #[serde(rename = "102")]
     ServerLost,
     /// Empty: the caller hung up, nothing was decided.
-    #[serde(rename = "")]
     None,
 }
 
 impl Cause {
+    const ALL: [Cause; 9] = [
+        Cause::Success,
+        Cause::NoMatch,
+        Cause::NoInputTimeout,
+        Cause::RecognizerError,
+        Cause::SuccessMaxTime,
+        Cause::ServerBusy,
+        Cause::ServerUnreachable,
+        Cause::ServerLost,
+        Cause::None,
+    ];
+
     /// The code the dialplan reads.
     pub fn code(self) -> &'static str {
         match self {
@@ -55,6 +59,20 @@ impl Cause {
             Cause::ServerLost => "102",
             Cause::None => "",
         }
+    }
+}
+
+impl From<Cause> for &'static str {
+    fn from(c: Cause) -> &'static str {
+        c.code()
+    }
+}
+
+impl TryFrom<String> for Cause {
+    type Error = String;
+
+    fn try_from(code: String) -> Result<Cause, String> {
+        Cause::ALL.into_iter().find(|c| c.code() == code).ok_or_else(|| format!("{code:?} is not an ASR_CAUSE code"))
     }
 }
 
@@ -174,6 +192,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{code}\""));
             assert_eq!(serde_json::from_str::<Cause>(&format!("\"{code}\"")).unwrap(), c);
         }
+        assert!(serde_json::from_str::<Cause>("\"007\"").is_err(), "not a code");
     }
 
     #[test]
